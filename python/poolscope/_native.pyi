@@ -1,0 +1,128 @@
+"""Type stubs for the Rust extension (rust/python/src/lib.rs)."""
+
+from array import array
+from os import PathLike
+from typing import Any
+
+class PoolscopeError(Exception):
+    reason: str
+    offset: int | None
+    address: int | None
+    address_space: str | None
+
+class DumpFormatError(PoolscopeError): ...
+class UnsupportedDumpError(PoolscopeError): ...
+class MemoryNotPresent(PoolscopeError): ...
+class LimitExceeded(PoolscopeError): ...
+
+class Bugcheck:
+    code: int
+    name: str | None
+    params: list[int]
+    meanings: list[str]
+
+class Header:
+    major_version: int
+    minor_version: int
+    build: int
+    directory_table_base: int
+    pfn_database: int
+    ps_loaded_module_list: int
+    ps_active_process_head: int
+    machine_image_type: int
+    number_processors: int
+    bugcheck: Bugcheck
+    kd_debugger_data_block: int
+    runs: list[tuple[int, int]]
+    number_of_pages: int
+    dump_type: int
+    required_dump_space: int
+    system_time: int
+    system_time_unix: float | None
+    system_up_time: int
+    uptime_s: float
+    comment: str
+    mini_dump_fields: int
+    secondary_data_state: int
+    product_type: int
+    suite_mask: int
+    writer_status: int
+    kd_secondary_version: int
+    attributes: int
+    boot_id: int
+    context_rip: int
+    context_rsp: int
+    exception_code: int
+    exception_address: int
+
+class Kdbg:
+    va: int | None
+    source: str
+    size: int
+    encoded: bool
+    fields: dict[str, int]
+    values: dict[str, int]
+    strings: dict[str, str]
+    keys: tuple[int, int, int] | None
+    notes: list[str]
+    kern_base: int | None
+    nt_build_lab: str | None
+
+class Module:
+    name: str
+    path: str
+    base: int
+    size: int
+    entry: int
+
+class Translation:
+    va: int
+    pa: int
+    page_size: int
+    transition: bool
+
+class Dump:
+    path: str
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        *,
+        max_decompressed: int | None = None,
+        spool_dir: str | PathLike[str] | None = None,
+        profile_json: str | None = None,
+    ) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    def __enter__(self) -> Dump: ...
+    def __exit__(self, *args: Any) -> bool: ...
+    @property
+    def header(self) -> Header: ...
+    @property
+    def dump_type(self) -> str: ...
+    @property
+    def file_size(self) -> int: ...
+    @property
+    def decompressed(self) -> bool: ...
+    @property
+    def notes(self) -> list[str]: ...
+    @property
+    def profile_name(self) -> str: ...
+    @property
+    def kdbg(self) -> Kdbg | None: ...
+    @property
+    def kernel_base(self) -> int | None: ...
+    def modules(self) -> list[Module]: ...
+    def symbolize(self, addr: int) -> str | None: ...
+    def read_physical(self, pa: int, n: int) -> bytes: ...
+    def read_virtual(self, va: int, n: int) -> bytes: ...
+    def translate(self, va: int) -> Translation: ...
+    def physical_runs(self) -> list[tuple[int, int]]: ...
+    def physical_pages_bytes(self) -> bytes: ...
+    def physical_pages(self) -> array[int]: ...
+    @property
+    def physical_page_count(self) -> int: ...
+
+def bugcheck_name(code: int) -> str | None: ...
+def builtin_profiles() -> list[tuple[str, str]]: ...
+def profile_for_build(build: int) -> tuple[str, str]: ...

@@ -1,0 +1,123 @@
+//! The dump file as a container: its bytes (mapped, or decompressed into a spool and mapped),
+//! the header, and where each physical page lives. No Windows semantics beyond the header.
+
+pub mod header;
+pub mod pages;
+pub mod zst;
+
+use std::fs::File;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+pub use header::{DumpType, Header, Run, PAGE_SIZE};
+pub use pages::PageMap;
+
+/// How to open a dump.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Largest decompressed size accepted from a `.zst` dump (a decompression bomb is refused).
+    pub max_decompressed: u64,
+    /// Where `.zst` dumps are spooled (default: the system temp dir).
+    pub spool_dir: Option<PathBuf>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            max_decompressed: 64 << 30,
+            spool_dir: None,
+        }
+    }
+}
+
+/// The bytes of a dump: a read-only mapping of the file or of its decompressed spool (whose
+/// unlinked temp file lives as long as the mapping), or owned bytes (tests, fuzzing).
+pub enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+pub struct Container {
+    pub header: Header,
+    pub dump_type: DumpType,
+    pub pages: PageMap,
+    /// Oddities that did not stop parsing (shown to the user, never silently dropped).
+    pub notes: Vec<String>,
+    /// True when the file was zstd-compressed and was spooled.
+    pub decompressed: bool,
+    pub bytes: Bytes,
+}
+
+impl Container {
+    pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self> {
+        let file = File::open(path)
+            .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?;
+        let len = file.metadata()?.len();
+        let mut magic = [0u8; 4];
+        if len >= 4 {
+            use std::io::Read;
+            (&file).read_exact(&mut magic)?;
+        }
+        let (file, decompressed) = if zst::is_zstd(&magic) {
+            (zst::spool(file, opts)?, true)
+        } else {
+            (file, false)
+        };
+        let len = file.metadata()?.len();
+        let bytes = if len == 0 {
+            Bytes::Owned(Vec::new())
+        } else {
+            // SAFETY: the mapping is read-only; poolscope never writes the file, and a dump
+            // truncated underneath us by another process is outside what any reader can guard.
+            let map = unsafe { Mmap::map(&file) }
+                .map_err(|e| Error::io(format!("cannot map {}: {e}", path.display())))?;
+            #[cfg(unix)]
+            let _ = map.advise(memmap2::Advice::Random);
+            Bytes::Mapped(map)
+        };
+        let mut c = Self::parse(bytes)?;
+        c.decompressed = decompressed;
+        Ok(c)
+    }
+
+    pub fn from_bytes(data: Vec<u8>) -> Result<Self> {
+        Self::parse(Bytes::Owned(data))
+    }
+
+    fn parse(bytes: Bytes) -> Result<Self> {
+        let (header, dump_type) = header::parse(&bytes)?;
+        let (pages, notes) = pages::build(&bytes, &header, dump_type)?;
+        Ok(Self {
+            header,
+            dump_type,
+            pages,
+            notes,
+            decompressed: false,
+            bytes,
+        })
+    }
+
+    /// The stored bytes of physical page `pfn`, if the dump holds it.
+    #[inline]
+    pub fn page(&self, pfn: u64) -> Option<&[u8]> {
+        let off = self.pages.lookup(pfn, &self.bytes)? as usize;
+        self.bytes.get(off..off + PAGE_SIZE as usize)
+    }
+
+    pub fn file_size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+}

@@ -1,0 +1,307 @@
+//! Where each physical page lives in the file: runs (full and RDMP dumps) or a bitmap with a
+//! precomputed rank index (bitmap dumps). Lookup is O(log runs) or O(1); nothing walks the
+//! bitmap per read.
+
+use super::header::{DumpType, Header, Run, PAGE_SIZE};
+use crate::bytes::Le;
+use crate::error::{Error, Result};
+
+/// Pages counted per rank-index entry: one u64 of cumulative popcount per 512 bits.
+const RANK_BLOCK_BITS: u64 = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub base_pfn: u64,
+    pub count: u64,
+    /// File offset of the extent's first page.
+    pub file_offset: u64,
+}
+
+#[derive(Debug)]
+pub enum PageMap {
+    /// Sorted, non-overlapping extents (full dumps, RDMP range lists).
+    Extents(Vec<Extent>),
+    /// Bit n set => PFN n stored at first_page + PAGE_SIZE * rank(n).
+    Bitmap {
+        bitmap_offset: usize,
+        bits: u64,
+        first_page: u64,
+        ranks: Vec<u64>,
+    },
+}
+
+impl PageMap {
+    /// File offset of `pfn`'s page, if the dump stores it.
+    #[inline]
+    pub fn lookup(&self, pfn: u64, file: &[u8]) -> Option<u64> {
+        match self {
+            PageMap::Extents(ext) => {
+                let i = ext.partition_point(|e| e.base_pfn + e.count <= pfn);
+                let e = ext.get(i)?;
+                (pfn >= e.base_pfn).then(|| e.file_offset + (pfn - e.base_pfn) * PAGE_SIZE)
+            }
+            PageMap::Bitmap {
+                bitmap_offset,
+                bits,
+                first_page,
+                ranks,
+            } => {
+                if pfn >= *bits {
+                    return None;
+                }
+                let word = bitmap_word(file, *bitmap_offset, *bits, pfn / 64);
+                if word & (1u64 << (pfn % 64)) == 0 {
+                    return None;
+                }
+                let block = pfn / RANK_BLOCK_BITS;
+                let mut rank = *ranks.get(block as usize)?;
+                let first_word = block * (RANK_BLOCK_BITS / 64);
+                for w in first_word..pfn / 64 {
+                    rank += bitmap_word(file, *bitmap_offset, *bits, w).count_ones() as u64;
+                }
+                rank += (word & ((1u64 << (pfn % 64)) - 1)).count_ones() as u64;
+                Some(first_page + rank * PAGE_SIZE)
+            }
+        }
+    }
+
+    /// Present pages as maximal runs of consecutive PFNs (ascending).
+    pub fn present_runs(&self, file: &[u8]) -> Vec<Run> {
+        match self {
+            PageMap::Extents(ext) => ext
+                .iter()
+                .map(|e| Run {
+                    base_page: e.base_pfn,
+                    page_count: e.count,
+                })
+                .collect(),
+            PageMap::Bitmap {
+                bitmap_offset,
+                bits,
+                ..
+            } => {
+                let mut out: Vec<Run> = Vec::new();
+                for w in 0..bits.div_ceil(64) {
+                    let mut word = bitmap_word(file, *bitmap_offset, *bits, w);
+                    while word != 0 {
+                        let pfn = w * 64 + word.trailing_zeros() as u64;
+                        word &= word - 1;
+                        match out.last_mut() {
+                            Some(r) if r.base_page + r.page_count == pfn => r.page_count += 1,
+                            _ => out.push(Run {
+                                base_page: pfn,
+                                page_count: 1,
+                            }),
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    pub fn page_count(&self) -> u64 {
+        match self {
+            PageMap::Extents(ext) => ext.iter().map(|e| e.count).sum(),
+            PageMap::Bitmap { ranks, .. } => ranks.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// Build the page map for the container, checking that every page it names lies inside the file.
+pub fn build(file: &[u8], header: &Header, dump_type: DumpType) -> Result<(PageMap, Vec<String>)> {
+    let mut notes = Vec::new();
+    let map = match dump_type {
+        DumpType::Full => extents_from_runs(&header.runs, 0x2000, file.len() as u64, 0x98)?,
+        DumpType::KernelBitmap | DumpType::CompleteBitmap | DumpType::LiveKernelBitmap => {
+            bitmap(file, &mut notes)?
+        }
+        DumpType::KernelMemory | DumpType::KernelAndUserMemory | DumpType::CompleteMemory => {
+            rdmp(file, dump_type)?
+        }
+    };
+    Ok((map, notes))
+}
+
+fn extents_from_runs(runs: &[Run], first: u64, file_len: u64, desc_off: u64) -> Result<PageMap> {
+    let mut offset = first;
+    let mut out = Vec::with_capacity(runs.len());
+    for (i, r) in runs.iter().enumerate() {
+        let end = r
+            .page_count
+            .checked_mul(PAGE_SIZE)
+            .and_then(|b| b.checked_add(offset));
+        match end {
+            Some(end) if end <= file_len => {}
+            _ => {
+                return Err(Error::format(
+                    desc_off + 0x10 * i as u64,
+                    format!(
+                        "run {i} (PFN 0x{:x}, 0x{:x} pages) needs file bytes up to 0x{:x} but the file ends at 0x{file_len:x}",
+                        r.base_page,
+                        r.page_count,
+                        offset.saturating_add(r.page_count.saturating_mul(PAGE_SIZE))
+                    ),
+                ))
+            }
+        }
+        if r.page_count > 0 {
+            out.push(Extent {
+                base_pfn: r.base_page,
+                count: r.page_count,
+                file_offset: offset,
+            });
+        }
+        offset += r.page_count * PAGE_SIZE;
+    }
+    out.sort_by_key(|e| e.base_pfn);
+    if out
+        .windows(2)
+        .any(|w| w[0].base_pfn + w[0].count > w[1].base_pfn)
+    {
+        return Err(Error::format(desc_off, "physical memory runs overlap"));
+    }
+    Ok(PageMap::Extents(out))
+}
+
+/// BMP_HEADER64 at 0x2000 (§2b): FirstPage 0x20, TotalPresentPages 0x28, Pages (bit count) 0x30.
+fn bitmap(file: &[u8], notes: &mut Vec<String>) -> Result<PageMap> {
+    const B: usize = 0x2000;
+    let len = file.len() as u64;
+    let hdr = file.slice_at(B, 0x38).ok_or_else(|| {
+        Error::format(
+            len,
+            "truncated bitmap dump: the BMP_HEADER64 at 0x2000 needs 0x38 bytes",
+        )
+    })?;
+    let sig = &hdr[..4];
+    if sig != b"SDMP" && sig != b"FDMP" {
+        return Err(Error::format(
+            B as u64,
+            format!("bitmap header signature {sig:02x?} is neither \"SDMP\" nor \"FDMP\""),
+        ));
+    }
+    if &hdr[4..8] != b"DUMP" {
+        return Err(Error::format(
+            B as u64 + 4,
+            "bitmap header ValidDump is not \"DUMP\"",
+        ));
+    }
+    let first_page = hdr.u64_at(0x20).unwrap_or(0);
+    let total_present = hdr.u64_at(0x28).unwrap_or(0);
+    let bits = hdr.u64_at(0x30).unwrap_or(0);
+    let bitmap_offset = B + 0x38;
+    let bitmap_bytes = bits.div_ceil(8);
+    if bitmap_bytes > len.saturating_sub(bitmap_offset as u64) {
+        return Err(Error::format(
+            (B + 0x30) as u64,
+            format!("bitmap of 0x{bits:x} bits (0x{bitmap_bytes:x} bytes) runs past the end of the file at 0x{len:x}"),
+        ));
+    }
+    if first_page < bitmap_offset as u64 + bitmap_bytes || first_page % PAGE_SIZE != 0 {
+        return Err(Error::format(
+            (B + 0x20) as u64,
+            format!("FirstPage 0x{first_page:x} overlaps the bitmap or is not page-aligned"),
+        ));
+    }
+    // Rank index: cumulative set bits before each 512-bit block. Bits past `bits` in the last
+    // word are masked; words are read whole only when they lie fully inside the bitmap bytes.
+    let words = bits.div_ceil(64);
+    let mut ranks = Vec::with_capacity((bits / RANK_BLOCK_BITS + 2) as usize);
+    let mut count = 0u64;
+    for w in 0..words {
+        if w % (RANK_BLOCK_BITS / 64) == 0 {
+            ranks.push(count);
+        }
+        count += bitmap_word(file, bitmap_offset, bits, w).count_ones() as u64;
+    }
+    ranks.push(count);
+    if count != total_present {
+        notes.push(format!(
+            "bitmap has {count} pages set but its header says TotalPresentPages = {total_present}; the bitmap was trusted"
+        ));
+    }
+    let need = count
+        .checked_mul(PAGE_SIZE)
+        .and_then(|b| b.checked_add(first_page));
+    if need.is_none_or(|n| n > len) {
+        return Err(Error::format(
+            (B + 0x20) as u64,
+            format!("bitmap stores {count} pages from 0x{first_page:x}, past the end of the file at 0x{len:x}"),
+        ));
+    }
+    Ok(PageMap::Bitmap {
+        bitmap_offset,
+        bits,
+        first_page,
+        ranks,
+    })
+}
+
+/// Word `w` of the bitmap (LSB = lowest PFN); bits at or past `bits` read as 0, so bytes after
+/// the bitmap (the first stored page) never count as present pages.
+#[inline]
+fn bitmap_word(file: &[u8], off: usize, bits: u64, w: u64) -> u64 {
+    let start = off + w as usize * 8;
+    if (w + 1) * 64 <= bits {
+        return file.u64_at(start).unwrap_or(0);
+    }
+    let valid_bits = bits.saturating_sub(w * 64);
+    let mut buf = [0u8; 8];
+    let n = valid_bits.div_ceil(8) as usize;
+    if let Some(src) = file.slice_at(start, n) {
+        buf[..n].copy_from_slice(src);
+    }
+    let word = u64::from_le_bytes(buf);
+    if valid_bits >= 64 {
+        word
+    } else {
+        word & ((1u64 << valid_bits) - 1)
+    }
+}
+
+/// RDMP_HEADER64 at 0x2000 (§2c): range list at 0x2030, pages from FirstPageOffset.
+fn rdmp(file: &[u8], dump_type: DumpType) -> Result<PageMap> {
+    const B: usize = 0x2000;
+    let len = file.len() as u64;
+    let hdr = file.slice_at(B, 0x30).ok_or_else(|| {
+        Error::format(
+            len,
+            "truncated RDMP dump: the header at 0x2000 needs 0x30 bytes",
+        )
+    })?;
+    if hdr.u32_at(0) != Some(0x40) || &hdr[4..8] != b"RDMP" || &hdr[8..12] != b"DUMP" {
+        return Err(Error::format(
+            B as u64,
+            "RDMP header at 0x2000 lacks Marker 0x40 / \"RDMP\" / \"DUMP\"",
+        ));
+    }
+    let metadata_size = hdr.u64_at(0x10).unwrap_or(0);
+    let first_page = hdr.u64_at(0x18).unwrap_or(0);
+    // kdmp-parser's sanity check; the meaning of MetadataSize is inferred (spec uncertainty 5).
+    if metadata_size < 0x20 || metadata_size - 0x20 != first_page.wrapping_sub(0x2040) {
+        return Err(Error::format((B + 0x10) as u64, format!("RDMP MetadataSize 0x{metadata_size:x} disagrees with FirstPageOffset 0x{first_page:x}")));
+    }
+    let total = (dump_type == DumpType::CompleteMemory).then(|| hdr.u64_at(0x28).unwrap_or(0));
+    let max_entries = (metadata_size / 16).min(len / 16);
+    let mut runs = Vec::new();
+    let mut seen = 0u64;
+    for i in 0..max_entries {
+        let off = 0x2030 + 16 * i as usize;
+        let (Some(pfn), Some(n)) = (file.u64_at(off), file.u64_at(off + 8)) else {
+            return Err(Error::format(
+                off as u64,
+                "RDMP range list runs past the end of the file",
+            ));
+        };
+        if pfn == 0 || total.is_some_and(|t| seen >= t) {
+            break;
+        }
+        runs.push(Run {
+            base_page: pfn,
+            page_count: n,
+        });
+        seen = seen.saturating_add(n);
+    }
+    extents_from_runs(&runs, first_page, len, 0x2030)
+}

@@ -1,0 +1,147 @@
+//! A dump opened for reading: the container, its memory, and what the kernel data says.
+//! Kernel-level failures (no KDBG, broken module list) do not fail `open`: physical and virtual
+//! reads still work, and the reason is kept in `notes`.
+
+use std::path::Path;
+
+use crate::container::{Container, DumpType, Header, OpenOptions, Run};
+use crate::error::Result;
+use crate::kernel::{Kdbg, Modules, Profile};
+use crate::memory::{AddressSpace, PhysicalMemory, Translation};
+
+pub struct Dump {
+    pub container: Container,
+    pub profile: Profile,
+    pub kdbg: Option<Kdbg>,
+    pub modules: Modules,
+    /// Where each kernel-level figure came from, and what could not be found.
+    pub notes: Vec<String>,
+}
+
+/// Options for [`Dump::open`]; the profile overrides the built-in one chosen by build.
+#[derive(Default, Clone)]
+pub struct DumpOptions {
+    pub open: OpenOptions,
+    pub profile: Option<Profile>,
+}
+
+impl Dump {
+    pub fn open(path: &Path, opts: &DumpOptions) -> Result<Dump> {
+        Self::from_container(Container::open(path, &opts.open)?, opts.profile.clone())
+    }
+
+    pub fn from_bytes(data: Vec<u8>, profile: Option<Profile>) -> Result<Dump> {
+        Self::from_container(Container::from_bytes(data)?, profile)
+    }
+
+    fn from_container(container: Container, profile: Option<Profile>) -> Result<Dump> {
+        let mut notes = container.notes.clone();
+        let build = container.header.build();
+        let profile = match profile {
+            Some(p) => {
+                notes.push(format!("profile {} supplied by the user", p.name));
+                p
+            }
+            None => {
+                let (p, why) = Profile::for_build(build)?;
+                notes.push(why);
+                p
+            }
+        };
+        let (kdbg, modules) = load_kernel(&container, &profile, &mut notes);
+        Ok(Dump {
+            container,
+            profile,
+            kdbg,
+            modules,
+            notes,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.container.header
+    }
+
+    pub fn dump_type(&self) -> DumpType {
+        self.container.dump_type
+    }
+
+    pub fn physical(&self) -> PhysicalMemory<'_> {
+        PhysicalMemory::new(&self.container)
+    }
+
+    /// The kernel address space (the header's DirectoryTableBase).
+    pub fn space(&self) -> AddressSpace<'_> {
+        AddressSpace::new(self.physical(), self.container.header.directory_table_base)
+    }
+
+    pub fn translate(&self, va: u64) -> Result<Translation> {
+        self.space().translate(va)
+    }
+
+    pub fn read_virtual(&self, va: u64, n: usize) -> Result<Vec<u8>> {
+        self.space().translator().read_vec(va, n)
+    }
+
+    pub fn read_physical(&self, pa: u64, n: usize) -> Result<Vec<u8>> {
+        let mut v = vec![0u8; n];
+        self.physical().read(pa, &mut v)?;
+        Ok(v)
+    }
+
+    pub fn present_runs(&self) -> Vec<Run> {
+        self.physical().present_runs()
+    }
+
+    pub fn symbolize(&self, addr: u64) -> Option<String> {
+        self.modules.symbolize(addr)
+    }
+
+    pub fn kernel_base(&self) -> Option<u64> {
+        self.kdbg
+            .as_ref()
+            .and_then(Kdbg::kern_base)
+            .or_else(|| self.modules.list.first().map(|m| m.base))
+    }
+}
+
+fn load_kernel(
+    container: &Container,
+    profile: &Profile,
+    notes: &mut Vec<String>,
+) -> (Option<Kdbg>, Modules) {
+    let h = &container.header;
+    let space = AddressSpace::new(PhysicalMemory::new(container), h.directory_table_base);
+    let kdbg = match crate::kernel::kdbg::find(
+        &space,
+        h.kd_debugger_data_block,
+        h.ps_loaded_module_list,
+        profile,
+    ) {
+        Ok(k) => {
+            notes.push(format!("KDBG found by {:?}", k.source));
+            notes.extend(k.notes.iter().cloned());
+            Some(k)
+        }
+        Err(e) => {
+            notes.push(e.to_string());
+            None
+        }
+    };
+    // KDBG's list head is the kernel's own; the header's copy is the fallback.
+    let head = kdbg
+        .as_ref()
+        .and_then(|k| k.field("PsLoadedModuleList"))
+        .unwrap_or(h.ps_loaded_module_list);
+    let modules = match Modules::walk(&mut space.translator(), head, profile) {
+        Ok(m) => {
+            notes.extend(m.notes.iter().cloned());
+            m
+        }
+        Err(e) => {
+            notes.push(format!("loaded module list at 0x{head:x}: {e}"));
+            Modules::default()
+        }
+    };
+    (kdbg, modules)
+}

@@ -1,0 +1,529 @@
+//! The PyO3 layer: Python classes that wrap poolscope-core types. No logic lives here: each
+//! method converts arguments, releases the GIL around the core call, and converts the result.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use poolscope_core::kernel::{bugcheck, profile, Kdbg as CoreKdbg, KdbgSource, Profile};
+use poolscope_core::{Dump as CoreDump, DumpOptions, Error, ErrorKind, Location};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+create_exception!(
+    poolscope,
+    PoolscopeError,
+    PyException,
+    "Base class of poolscope's errors."
+);
+create_exception!(
+    poolscope,
+    DumpFormatError,
+    PoolscopeError,
+    "The file is not a well-formed dump (see .offset, .reason)."
+);
+create_exception!(
+    poolscope,
+    UnsupportedDumpError,
+    PoolscopeError,
+    "A dump of a kind poolscope cannot scan (see .reason)."
+);
+create_exception!(
+    poolscope,
+    MemoryNotPresent,
+    PoolscopeError,
+    "An address not present in the page tables or not stored in the dump (see .address)."
+);
+create_exception!(
+    poolscope,
+    LimitExceeded,
+    PoolscopeError,
+    "A configured limit was hit (e.g. decompressed size)."
+);
+
+/// Raise the typed exception, with `reason`, `offset`, `address` and `address_space` attributes.
+fn to_py(py: Python<'_>, e: Error) -> PyErr {
+    let msg = e.to_string();
+    let err = match e.kind {
+        ErrorKind::Format => DumpFormatError::new_err(msg),
+        ErrorKind::Unsupported => UnsupportedDumpError::new_err(msg),
+        ErrorKind::NotPresent => MemoryNotPresent::new_err(msg),
+        ErrorKind::Limit => LimitExceeded::new_err(msg),
+        ErrorKind::Io => return PyOSError::new_err(msg),
+    };
+    let value = err.value(py);
+    let (offset, address, space) = match e.location {
+        Location::None => (None, None, None),
+        Location::FileOffset(o) => (Some(o), None, None),
+        Location::Physical(a) => (None, Some(a), Some("physical")),
+        Location::Virtual(a) => (None, Some(a), Some("virtual")),
+    };
+    let _ = value.setattr("reason", e.reason);
+    let _ = value.setattr("offset", offset);
+    let _ = value.setattr("address", address);
+    let _ = value.setattr("address_space", space);
+    err
+}
+
+#[pyclass(frozen, module = "poolscope._native")]
+struct Bugcheck {
+    #[pyo3(get)]
+    code: u32,
+    #[pyo3(get)]
+    name: Option<String>,
+    #[pyo3(get)]
+    params: Vec<u64>,
+    #[pyo3(get)]
+    meanings: Vec<String>,
+}
+
+#[pymethods]
+impl Bugcheck {
+    fn __repr__(&self) -> String {
+        let p: Vec<String> = self.params.iter().map(|p| format!("0x{p:x}")).collect();
+        format!(
+            "Bugcheck(0x{:x} {}, [{}])",
+            self.code,
+            self.name.as_deref().unwrap_or("?"),
+            p.join(", ")
+        )
+    }
+}
+
+#[pyclass(frozen, module = "poolscope._native", get_all)]
+struct Header {
+    major_version: u32,
+    minor_version: u32,
+    build: u32,
+    directory_table_base: u64,
+    pfn_database: u64,
+    ps_loaded_module_list: u64,
+    ps_active_process_head: u64,
+    machine_image_type: u32,
+    number_processors: u32,
+    bugcheck: Py<Bugcheck>,
+    kd_debugger_data_block: u64,
+    runs: Vec<(u64, u64)>,
+    number_of_pages: u64,
+    dump_type: u32,
+    required_dump_space: u64,
+    system_time: u64,
+    system_time_unix: Option<f64>,
+    system_up_time: u64,
+    uptime_s: f64,
+    comment: String,
+    mini_dump_fields: u32,
+    secondary_data_state: u32,
+    product_type: u32,
+    suite_mask: u32,
+    writer_status: u32,
+    kd_secondary_version: u8,
+    attributes: u32,
+    boot_id: u32,
+    context_rip: u64,
+    context_rsp: u64,
+    exception_code: u32,
+    exception_address: u64,
+}
+
+#[pyclass(frozen, module = "poolscope._native", get_all)]
+struct Kdbg {
+    va: Option<u64>,
+    /// "header_pointer", "decoded", "image_scan" or "physical_scan".
+    source: String,
+    size: u32,
+    encoded: bool,
+    fields: Py<PyDict>,
+    values: Py<PyDict>,
+    strings: Py<PyDict>,
+    keys: Option<(u64, u64, u64)>,
+    notes: Vec<String>,
+    kern_base: Option<u64>,
+    nt_build_lab: Option<String>,
+}
+
+#[pyclass(frozen, module = "poolscope._native", get_all)]
+#[derive(Clone)]
+struct Module {
+    name: String,
+    path: String,
+    base: u64,
+    size: u64,
+    entry: u64,
+}
+
+#[pymethods]
+impl Module {
+    fn __repr__(&self) -> String {
+        format!(
+            "Module({:?}, base=0x{:x}, size=0x{:x})",
+            self.name, self.base, self.size
+        )
+    }
+}
+
+#[pyclass(frozen, module = "poolscope._native", get_all)]
+struct Translation {
+    va: u64,
+    pa: u64,
+    page_size: u64,
+    transition: bool,
+}
+
+#[pymethods]
+impl Translation {
+    fn __repr__(&self) -> String {
+        format!(
+            "Translation(va=0x{:x}, pa=0x{:x}, page_size=0x{:x})",
+            self.va, self.pa, self.page_size
+        )
+    }
+}
+
+/// An open dump. Methods release the GIL; `close()` (or leaving a `with` block) unmaps it.
+#[pyclass(module = "poolscope._native")]
+struct Dump {
+    inner: RwLock<Option<Arc<CoreDump>>>,
+    #[pyo3(get)]
+    path: String,
+}
+
+impl Dump {
+    fn get(&self) -> PyResult<Arc<CoreDump>> {
+        let guard = self
+            .inner
+            .read()
+            .map_err(|_| PyValueError::new_err("dump lock poisoned"))?;
+        guard
+            .clone()
+            .ok_or_else(|| PyValueError::new_err("I/O operation on a closed dump"))
+    }
+}
+
+fn source_name(s: &KdbgSource) -> &'static str {
+    match s {
+        KdbgSource::HeaderPointer => "header_pointer",
+        KdbgSource::Decoded { .. } => "decoded",
+        KdbgSource::ImageScan => "image_scan",
+        KdbgSource::PhysicalScan { .. } => "physical_scan",
+    }
+}
+
+fn map_dict<'py, V: IntoPyObject<'py> + Clone>(
+    py: Python<'py>,
+    m: &std::collections::BTreeMap<String, V>,
+) -> PyResult<Py<PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in m {
+        d.set_item(k, v.clone())?;
+    }
+    Ok(d.unbind())
+}
+
+fn kdbg_to_py(py: Python<'_>, k: &CoreKdbg) -> PyResult<Kdbg> {
+    let keys = match k.source {
+        KdbgSource::Decoded {
+            kdp_data_block_encoded,
+            ki_wait_never,
+            ki_wait_always,
+        } => Some((kdp_data_block_encoded, ki_wait_never, ki_wait_always)),
+        _ => None,
+    };
+    Ok(Kdbg {
+        va: k.va,
+        source: source_name(&k.source).into(),
+        size: k.size,
+        encoded: keys.is_some(),
+        fields: map_dict(py, &k.fields)?,
+        values: map_dict(py, &k.values)?,
+        strings: map_dict(py, &k.strings)?,
+        keys,
+        notes: k.notes.clone(),
+        kern_base: k.kern_base(),
+        nt_build_lab: k.strings.get("NtBuildLab").cloned(),
+    })
+}
+
+#[pymethods]
+impl Dump {
+    #[new]
+    #[pyo3(signature = (path, *, max_decompressed=None, spool_dir=None, profile_json=None))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        max_decompressed: Option<u64>,
+        spool_dir: Option<PathBuf>,
+        profile_json: Option<String>,
+    ) -> PyResult<Self> {
+        let mut opts = DumpOptions::default();
+        if let Some(m) = max_decompressed {
+            opts.open.max_decompressed = m;
+        }
+        opts.open.spool_dir = spool_dir;
+        if let Some(text) = profile_json {
+            opts.profile = Some(Profile::from_json(&text).map_err(|e| to_py(py, e))?);
+        }
+        let p = path.clone();
+        let dump = py
+            .detach(move || CoreDump::open(&p, &opts))
+            .map_err(|e| to_py(py, e))?;
+        Ok(Self {
+            inner: RwLock::new(Some(Arc::new(dump))),
+            path: path.display().to_string(),
+        })
+    }
+
+    fn close(&self) {
+        if let Ok(mut g) = self.inner.write() {
+            *g = None;
+        }
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.read().map(|g| g.is_none()).unwrap_or(true)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close();
+        false
+    }
+
+    #[getter]
+    fn header(&self, py: Python<'_>) -> PyResult<Header> {
+        let d = self.get()?;
+        let h = d.header();
+        let params = h.bugcheck_parameters;
+        let bugcheck = Py::new(
+            py,
+            Bugcheck {
+                code: h.bugcheck_code,
+                name: bugcheck::name(h.bugcheck_code),
+                params: params.to_vec(),
+                meanings: bugcheck::parameter_meanings(h.bugcheck_code, &params).to_vec(),
+            },
+        )?;
+        Ok(Header {
+            major_version: h.major_version,
+            minor_version: h.minor_version,
+            build: h.build(),
+            directory_table_base: h.directory_table_base,
+            pfn_database: h.pfn_database,
+            ps_loaded_module_list: h.ps_loaded_module_list,
+            ps_active_process_head: h.ps_active_process_head,
+            machine_image_type: h.machine_image_type,
+            number_processors: h.number_processors,
+            bugcheck,
+            kd_debugger_data_block: h.kd_debugger_data_block,
+            runs: h.runs.iter().map(|r| (r.base_page, r.page_count)).collect(),
+            number_of_pages: h.number_of_pages,
+            dump_type: h.dump_type_raw,
+            required_dump_space: h.required_dump_space,
+            system_time: h.system_time,
+            system_time_unix: h.system_time_unix(),
+            system_up_time: h.system_up_time,
+            uptime_s: h.uptime_seconds(),
+            comment: h.comment.clone(),
+            mini_dump_fields: h.mini_dump_fields,
+            secondary_data_state: h.secondary_data_state,
+            product_type: h.product_type,
+            suite_mask: h.suite_mask,
+            writer_status: h.writer_status,
+            kd_secondary_version: h.kd_secondary_version,
+            attributes: h.attributes,
+            boot_id: h.boot_id,
+            context_rip: h.context_rip,
+            context_rsp: h.context_rsp,
+            exception_code: h.exception_code,
+            exception_address: h.exception_address,
+        })
+    }
+
+    /// "full", "kernel_bitmap", "complete_bitmap", "live_kernel_bitmap", "kernel_memory", ...
+    #[getter]
+    fn dump_type(&self) -> PyResult<&'static str> {
+        Ok(self.get()?.dump_type().name())
+    }
+
+    #[getter]
+    fn file_size(&self) -> PyResult<u64> {
+        Ok(self.get()?.container.file_size())
+    }
+
+    #[getter]
+    fn decompressed(&self) -> PyResult<bool> {
+        Ok(self.get()?.container.decompressed)
+    }
+
+    #[getter]
+    fn notes(&self) -> PyResult<Vec<String>> {
+        Ok(self.get()?.notes.clone())
+    }
+
+    #[getter]
+    fn profile_name(&self) -> PyResult<String> {
+        Ok(self.get()?.profile.name.clone())
+    }
+
+    #[getter]
+    fn kdbg(&self, py: Python<'_>) -> PyResult<Option<Kdbg>> {
+        let d = self.get()?;
+        d.kdbg.as_ref().map(|k| kdbg_to_py(py, k)).transpose()
+    }
+
+    #[getter]
+    fn kernel_base(&self) -> PyResult<Option<u64>> {
+        Ok(self.get()?.kernel_base())
+    }
+
+    fn modules(&self) -> PyResult<Vec<Module>> {
+        let d = self.get()?;
+        Ok(d.modules
+            .list
+            .iter()
+            .map(|m| Module {
+                name: m.name.clone(),
+                path: m.path.clone(),
+                base: m.base,
+                size: m.size,
+                entry: m.entry,
+            })
+            .collect())
+    }
+
+    fn symbolize(&self, addr: u64) -> PyResult<Option<String>> {
+        Ok(self.get()?.symbolize(addr))
+    }
+
+    fn read_physical<'py>(
+        &self,
+        py: Python<'py>,
+        pa: u64,
+        n: usize,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let d = self.get()?;
+        let v = py
+            .detach(|| d.read_physical(pa, n))
+            .map_err(|e| to_py(py, e))?;
+        Ok(PyBytes::new(py, &v))
+    }
+
+    fn read_virtual<'py>(
+        &self,
+        py: Python<'py>,
+        va: u64,
+        n: usize,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let d = self.get()?;
+        let v = py
+            .detach(|| d.read_virtual(va, n))
+            .map_err(|e| to_py(py, e))?;
+        Ok(PyBytes::new(py, &v))
+    }
+
+    fn translate(&self, py: Python<'_>, va: u64) -> PyResult<Translation> {
+        let d = self.get()?;
+        let t = d.translate(va).map_err(|e| to_py(py, e))?;
+        Ok(Translation {
+            va,
+            pa: t.pa,
+            page_size: t.page_size,
+            transition: t.transition,
+        })
+    }
+
+    /// Present PFNs as (first PFN, count) runs, ascending.
+    fn physical_runs(&self, py: Python<'_>) -> PyResult<Vec<(u64, u64)>> {
+        let d = self.get()?;
+        Ok(py.detach(|| {
+            d.present_runs()
+                .iter()
+                .map(|r| (r.base_page, r.page_count))
+                .collect()
+        }))
+    }
+
+    /// Present PFNs as little-endian u64 bytes (the Python layer wraps them in an array('Q')).
+    fn physical_pages_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let d = self.get()?;
+        let v: Vec<u8> = py.detach(|| {
+            d.present_runs()
+                .iter()
+                .flat_map(|r| (r.base_page..r.base_page + r.page_count).flat_map(u64::to_le_bytes))
+                .collect()
+        });
+        Ok(PyBytes::new(py, &v))
+    }
+
+    /// Present PFNs, ascending, as an `array.array('Q')`.
+    fn physical_pages<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let bytes = self.physical_pages_bytes(py)?;
+        let arr = py.import("array")?.getattr("array")?.call1(("Q",))?;
+        arr.call_method1("frombytes", (bytes,))?;
+        Ok(arr)
+    }
+
+    #[getter]
+    fn physical_page_count(&self) -> PyResult<u64> {
+        Ok(self.get()?.physical().page_count())
+    }
+
+    fn __repr__(&self) -> String {
+        match self.get() {
+            Ok(d) => format!(
+                "<poolscope.Dump {:?} {} build {}>",
+                self.path,
+                d.dump_type().name(),
+                d.header().build()
+            ),
+            Err(_) => format!("<poolscope.Dump {:?} closed>", self.path),
+        }
+    }
+}
+
+#[pyfunction]
+fn bugcheck_name(code: u32) -> Option<String> {
+    bugcheck::name(code)
+}
+
+/// Built-in profiles: {file name: JSON text}.
+#[pyfunction]
+fn builtin_profiles() -> Vec<(&'static str, &'static str)> {
+    profile::BUILTIN.to_vec()
+}
+
+/// The built-in profile chosen for `build`: (profile name, why it was chosen).
+#[pyfunction]
+fn profile_for_build(py: Python<'_>, build: u32) -> PyResult<(String, String)> {
+    let (p, why) = Profile::for_build(build).map_err(|e| to_py(py, e))?;
+    Ok((p.name, why))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("PoolscopeError", py.get_type::<PoolscopeError>())?;
+    m.add("DumpFormatError", py.get_type::<DumpFormatError>())?;
+    m.add(
+        "UnsupportedDumpError",
+        py.get_type::<UnsupportedDumpError>(),
+    )?;
+    m.add("MemoryNotPresent", py.get_type::<MemoryNotPresent>())?;
+    m.add("LimitExceeded", py.get_type::<LimitExceeded>())?;
+    m.add_class::<Dump>()?;
+    m.add_class::<Header>()?;
+    m.add_class::<Bugcheck>()?;
+    m.add_class::<Kdbg>()?;
+    m.add_class::<Module>()?;
+    m.add_class::<Translation>()?;
+    m.add_function(wrap_pyfunction!(bugcheck_name, m)?)?;
+    m.add_function(wrap_pyfunction!(builtin_profiles, m)?)?;
+    m.add_function(wrap_pyfunction!(profile_for_build, m)?)?;
+    Ok(())
+}

@@ -120,8 +120,8 @@ pub fn parse(file: &[u8]) -> Result<(Header, DumpType)> {
             "a user-mode minidump (MDMP), not a kernel crash dump".to_string()
         } else {
             format!(
-                "not a Windows crash dump: signature {:02x?} is not \"PAGE\"",
-                &file[..4]
+                "not a Windows crash dump: signature \"{}\" is not \"PAGE\"",
+                file[..4].escape_ascii()
             )
         };
         return Err(Error::format(0, what));

@@ -1,0 +1,139 @@
+"""The ``poolscope`` command: one function per subcommand, no analysis logic."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+import poolscope
+from poolscope import render, report
+from poolscope._native import builtin_profiles, profile_for_build
+
+
+def _open(args: argparse.Namespace) -> poolscope.Dump:
+    return poolscope.open(args.dump, max_decompressed=args.max_decompressed, profile=args.profile)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with _open(args) as dump:
+        data = report.info(dump)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        render.info(data, Console())
+    return 0
+
+
+def cmd_modules(args: argparse.Namespace) -> int:
+    with _open(args) as dump:
+        mods = [
+            {
+                "name": m.name,
+                "path": m.path,
+                "base": report.hex_(m.base),
+                "end": report.hex_(m.base + m.size),
+                "size": m.size,
+            }
+            for m in dump.modules()
+        ]
+    if args.json:
+        print(json.dumps(mods, indent=2))
+    else:
+        render.modules(mods, Console())
+    return 0
+
+
+def cmd_forge(args: argparse.Namespace) -> int:
+    from poolscope import forge
+
+    scenario: Any = forge.builtin(args.builtin) if args.builtin else Path(args.scenario)
+    truth = forge.forge(scenario, args.output)
+    if args.truth:
+        Path(args.truth).write_text(json.dumps(truth.to_dict(), indent=2))
+    print(f"wrote {args.output} ({Path(args.output).stat().st_size:,} bytes)", file=sys.stderr)
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    rows = []
+    for file_name, text in builtin_profiles():
+        p = json.loads(text)
+        rows.append(
+            {
+                "name": p["name"],
+                "file": file_name,
+                "builds": [p["builds"]["min"], p["builds"]["max"]],
+                "description": p.get("description", ""),
+            }
+        )
+    if args.build is not None:
+        name, why = profile_for_build(args.build)
+        rows = [dict(r, chosen=why) for r in rows if r["name"] == name]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            line = f"{r['name']:<20} builds {r['builds'][0]}..{r['builds'][1]}  {r['description']}"
+            print(line + (f"\n  {r['chosen']}" if "chosen" in r else ""))
+    return 0
+
+
+def _dump_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dump", help="kernel dump (.dmp, or zstd-compressed .dmp.zst)")
+    p.add_argument("--json", action="store_true", help="print the stable JSON form")
+    p.add_argument("--profile", help="layout profile JSON overriding the built-in one")
+    p.add_argument(
+        "--max-decompressed",
+        type=int,
+        default=poolscope.DEFAULT_MAX_DECOMPRESSED,
+        help="refuse .zst dumps that decompress to more bytes than this",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="poolscope", description=__doc__)
+    ap.add_argument("--version", action="version", version=poolscope.__version__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="dump type, OS build, bugcheck, memory, kernel base")
+    _dump_args(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("modules", help="loaded kernel modules (PsLoadedModuleList)")
+    _dump_args(p)
+    p.set_defaults(func=cmd_modules)
+
+    p = sub.add_parser("forge", help="write a realistic test dump from a scenario")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("scenario", nargs="?", help="scenario JSON file")
+    src.add_argument("--builtin", metavar="NAME", help="a built-in scenario, e.g. win7sp1")
+    p.add_argument("-o", "--output", required=True, help="dump file to write")
+    p.add_argument("--truth", help="also write the ground truth JSON here")
+    p.set_defaults(func=cmd_forge)
+
+    p = sub.add_parser("profiles", help="list the built-in structure layout profiles")
+    p.add_argument("--build", type=int, help="show the profile chosen for this build")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profiles)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except poolscope.PoolscopeError as e:
+        print(f"poolscope: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"poolscope: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

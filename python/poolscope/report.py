@@ -1,0 +1,67 @@
+"""The stable JSON shapes that poolscope prints and serves. Keys here are a contract: add, never
+rename or remove. Addresses and bug check codes/parameters are ``"0x..."`` strings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from poolscope._native import Dump
+
+MACHINES = {0x8664: "x64", 0x14C: "x86", 0xAA64: "arm64"}
+
+
+def hex_(value: int | None) -> str | None:
+    return None if value is None else f"0x{value:x}"
+
+
+def iso_time(unix_seconds: float | None) -> str | None:
+    if unix_seconds is None:
+        return None
+    return datetime.fromtimestamp(unix_seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def info(dump: Dump) -> dict[str, Any]:
+    """What ``poolscope info --json`` prints.
+
+    Keys (stable): path, dump_type, build, machine, processors, bugcheck {code, name, params,
+    meanings}, system_time (ISO 8601 UTC), uptime_s, file_size, physical_pages, kernel_base,
+    modules (count); and, added: major_version, nt_build_lab, profile, kdbg {va, source, size,
+    encoded}, directory_table_base, comment, decompressed, notes.
+    """
+    h = dump.header
+    kdbg = dump.kdbg
+    return {
+        "path": dump.path,
+        "dump_type": dump.dump_type,
+        "build": h.build,
+        "machine": MACHINES.get(h.machine_image_type, hex_(h.machine_image_type)),
+        "processors": h.number_processors,
+        "bugcheck": {
+            "code": hex_(h.bugcheck.code),
+            "name": h.bugcheck.name,
+            "params": [hex_(p) for p in h.bugcheck.params],
+            "meanings": h.bugcheck.meanings,
+        },
+        "system_time": iso_time(h.system_time_unix),
+        "uptime_s": round(h.uptime_s, 3),
+        "file_size": dump.file_size,
+        "physical_pages": dump.physical_page_count,
+        "kernel_base": hex_(dump.kernel_base),
+        "modules": len(dump.modules()),
+        "major_version": h.major_version,
+        "nt_build_lab": kdbg.nt_build_lab if kdbg else None,
+        "profile": dump.profile_name,
+        "kdbg": None
+        if kdbg is None
+        else {
+            "va": hex_(kdbg.va),
+            "source": kdbg.source,
+            "size": kdbg.size,
+            "encoded": kdbg.encoded,
+        },
+        "directory_table_base": hex_(h.directory_table_base),
+        "comment": h.comment,
+        "decompressed": dump.decompressed,
+        "notes": dump.notes,
+    }

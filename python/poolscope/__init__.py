@@ -13,7 +13,6 @@ from typing import Any
 
 from poolscope._native import (
     Bugcheck,
-    Dump,
     DumpFormatError,
     Header,
     Kdbg,
@@ -24,6 +23,7 @@ from poolscope._native import (
     Translation,
     UnsupportedDumpError,
 )
+from poolscope.dump import Dump, PoolBlocks, PoolScanResult
 
 __all__ = [
     "Bugcheck",
@@ -34,10 +34,14 @@ __all__ = [
     "LimitExceeded",
     "MemoryNotPresent",
     "Module",
+    "PoolBlocks",
+    "PoolScanResult",
     "PoolscopeError",
+    "Report",
     "Translation",
     "UnsupportedDumpError",
     "open",
+    "scan",
 ]
 
 __version__ = "0.1.0"
@@ -69,3 +73,25 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: poolscope.open(path)
         spool_dir=None if spool_dir is None else os.fspath(spool_dir),
         profile_json=profile_json,
     )
+
+
+def scan(
+    path: str | os.PathLike[str],
+    *,
+    pooltag: str | os.PathLike[str] | None = None,
+    top: int | None = None,
+    owner_tags: int = 5,
+    dominant_share: float = 0.5,
+    **open_options: Any,
+) -> Report:
+    """Open a dump and run every analysis in one pass: the header summary, memory summary,
+    tagging database, pool page scan, big pool, tag owners, findings and sources."""
+    from poolscope.report import build_report
+
+    with open(path, **open_options) as dump:
+        return build_report(
+            dump, pooltag=pooltag, top=top, owner_tags=owner_tags, dominant_share=dominant_share
+        )
+
+
+from poolscope.report import Report  # noqa: E402  (report imports this package's types)

@@ -48,6 +48,52 @@ def cmd_modules(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    with console.status(f"scanning {args.dump} ..."):
+        rep = poolscope.scan(
+            args.dump,
+            pooltag=args.pooltag,
+            top=args.top,
+            owner_tags=args.owner_tags,
+            dominant_share=args.dominant_share,
+            max_decompressed=args.max_decompressed,
+            profile=args.profile,
+        )
+    if args.json:
+        print(rep.to_json())
+    else:
+        render.scan(rep, Console(), top=args.top or 10)
+    return 0
+
+
+def cmd_poolused(args: argparse.Namespace) -> int:
+    from poolscope.pooltag import TagTable
+
+    tags = TagTable.load(args.pooltag)
+    with _open(args) as dump:
+        rows = dump.poolused(sort=args.sort, top=args.top)
+    for r in rows:
+        r["description"] = tags.describe(r["tag"])
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        render.poolused(rows, Console(), sort=args.sort)
+    return 0
+
+
+def cmd_poolfind(args: argparse.Namespace) -> int:
+    with _open(args) as dump:
+        big = [b for b in dump.big_pool() if b["tag"].rstrip() == args.tag.rstrip()]
+        res = dump.scan_pool(tags=[args.tag], blocks=True)
+    blocks = res.blocks.rows() if res.blocks is not None else []
+    if args.json:
+        print(json.dumps({"tag": args.tag, "bigpool": big, "blocks": blocks}, indent=2))
+    else:
+        render.poolfind(args.tag, big, blocks, Console())
+    return 0
+
+
 def cmd_forge(args: argparse.Namespace) -> int:
     from poolscope import forge
 
@@ -107,6 +153,31 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("modules", help="loaded kernel modules (PsLoadedModuleList)")
     _dump_args(p)
     p.set_defaults(func=cmd_modules)
+
+    p = sub.add_parser("scan", help="every pool analysis and the findings, in one pass")
+    _dump_args(p)
+    p.add_argument("--pooltag", help="pooltag.txt file for tag descriptions")
+    p.add_argument("--top", type=int, help="rows of poolused to print / keep (default: 10 / all)")
+    p.add_argument("--owner-tags", type=int, default=5, help="top tags whose owners are searched")
+    p.add_argument(
+        "--dominant-share",
+        type=float,
+        default=0.5,
+        help="a tag holding this share of a pool's bytes is a finding (default 0.5)",
+    )
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("poolused", help="the pool tagging database, like !poolused")
+    _dump_args(p)
+    p.add_argument("--sort", choices=["nonpaged", "paged", "allocs"], default="nonpaged")
+    p.add_argument("--top", type=int)
+    p.add_argument("--pooltag", help="pooltag.txt file for tag descriptions")
+    p.set_defaults(func=cmd_poolused)
+
+    p = sub.add_parser("poolfind", help="every block of one tag, like !poolfind")
+    _dump_args(p)
+    p.add_argument("tag", help="pool tag, e.g. Leak")
+    p.set_defaults(func=cmd_poolfind)
 
     p = sub.add_parser("forge", help="write a realistic test dump from a scenario")
     src = p.add_mutually_exclusive_group(required=True)

@@ -58,3 +58,95 @@ def modules(mods: list[dict[str, Any]], console: Console) -> None:
     for m in mods:
         t.add_row(m["base"], m["end"], m["name"], m["path"])
     console.print(t)
+
+
+def _kb(n: int) -> str:
+    return f"{n:,}"
+
+
+def poolused(rows: list[dict[str, Any]], console: Console, sort: str = "nonpaged") -> None:
+    by = {"nonpaged": "NonPaged Pool Consumed", "paged": "Paged Pool Consumed"}.get(sort, "Allocs")
+    console.print(f" Sorting by {by}\n")
+    t = Table("Tag", "NP Allocs", "NP Used", "P Allocs", "P Used", "Description", box=None)
+    for r in rows:
+        t.add_row(
+            r["tag"],
+            _kb(r["nonpaged_in_use"]),
+            _kb(r["nonpaged_bytes"]),
+            _kb(r["paged_in_use"]),
+            _kb(r["paged_bytes"]),
+            r.get("description", ""),
+        )
+    t.add_row(
+        "TOTAL",
+        _kb(sum(r["nonpaged_in_use"] for r in rows)),
+        _kb(sum(r["nonpaged_bytes"] for r in rows)),
+        _kb(sum(r["paged_in_use"] for r in rows)),
+        _kb(sum(r["paged_bytes"] for r in rows)),
+        "",
+        style="bold",
+    )
+    console.print(t)
+
+
+def poolfind(
+    tag: str, big: list[dict[str, Any]], blocks: list[dict[str, Any]], console: Console
+) -> None:
+    console.print(f"Scanning large pool allocation table for tag '{tag}'")
+    for b in big:
+        state = "Free" if b["free"] else "Allocated"
+        console.print(f"{b['va']} : tag {b['tag']}, size {b['bytes']:#x}, {b['pool']} ({state})")
+    console.print(f"\nScanning pool pages for tag '{tag}'")
+    for b in blocks:
+        state = "Allocated" if b["allocated"] else "Free"
+        addr = b["va"] or f"{b['pa']} (phys)"
+        console.print(
+            f"{addr} size: {b['size']:5x} previous size: {b['previous_size']:5x}  "
+            f"({state}) {b['tag']} {b['pool']}"
+        )
+    console.print(f"\n{len(big)} big-pool entries, {len(blocks)} pool blocks")
+
+
+def scan(rep: Any, console: Console, top: int = 10) -> None:
+    info(rep.dump, console)
+    m = rep.memory
+    if m:
+        t = Table(title="Memory (!vm)", show_header=False, box=None)
+        for label, key in [
+            ("Physical pages", "physical_pages"),
+            ("Available pages", "available_pages"),
+            ("NonPagedPool Usage", "nonpaged_pool_pages"),
+            ("NonPagedPool Max", "nonpaged_pool_max_pages"),
+            ("PagedPool Usage", "paged_pool_pages"),
+            ("PagedPool Maximum", "paged_pool_max_pages"),
+            ("Committed pages", "commit_pages"),
+            ("Commit limit", "commit_limit_pages"),
+        ]:
+            v = m.get(key)
+            t.add_row(label, "?" if v is None else f"{v:>10,} ({v * 4:,} Kb)")
+        console.print(t)
+        if m["excessive_nonpaged"]:
+            console.print("[bold red]********** Excessive NonPaged Pool Usage *****[/]")
+        if m["excessive_paged"]:
+            console.print("[bold red]********** Excessive Paged Pool Usage *****[/]")
+    if rep.poolused:
+        poolused(rep.poolused[:top], console)
+    if rep.pool_scan:
+        s = rep.pool_scan
+        console.print(
+            f"\nPool page scan ({', '.join(s['layouts'])}): {s['pages_scanned']:,} pages, "
+            f"{s['pool_pages']:,} pool pages, {s['rejected_pages']:,} rejected"
+        )
+    live = sorted((b for b in rep.bigpool if not b["free"]), key=lambda b: -b["bytes"])
+    if live:
+        t = Table("VA", "Tag", "Bytes", "Pool", title="Big pool (largest)", box=None)
+        for b in live[:top]:
+            t.add_row(b["va"], b["tag"], _kb(b["bytes"]), b["pool"])
+        console.print(t)
+    if rep.findings:
+        t = Table("Severity", "Kind", "Summary", title="Findings", box=None)
+        for f in rep.findings:
+            t.add_row(f.severity, f.kind, f.summary)
+        console.print(t)
+    for section, why in rep.unavailable.items():
+        console.print(f"[yellow]{section} unavailable: {why}[/]")

@@ -3,6 +3,9 @@ rename or remove. Addresses and bug check codes/parameters are ``"0x..."`` strin
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,3 +68,60 @@ def info(dump: Dump) -> dict[str, Any]:
         "decompressed": dump.decompressed,
         "notes": dump.notes,
     }
+
+
+@dataclass
+class Finding:
+    kind: str
+    severity: str  # info | low | medium | high
+    summary: str
+    evidence: dict[str, Any]
+
+
+@dataclass
+class Report:
+    """Everything poolscope says about one dump. ``to_dict()`` is the ``scan --json`` document;
+    its top-level keys are stable: dump, memory, poolused, pool_scan, bigpool, tag_owners,
+    findings, sources (and, added: unavailable — each section that could not be computed, and
+    why)."""
+
+    dump: dict[str, Any]
+    memory: dict[str, Any] | None
+    poolused: list[dict[str, Any]]
+    pool_scan: dict[str, Any] | None
+    bigpool: list[dict[str, Any]]
+    tag_owners: dict[str, list[dict[str, Any]]]
+    findings: list[Finding]
+    sources: dict[str, str]
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Report:
+        data = dict(d)
+        data["findings"] = [Finding(**f) for f in d.get("findings", [])]
+        return cls(**data)
+
+
+def build_report(
+    dump: Dump,
+    *,
+    pooltag: str | os.PathLike[str] | None = None,
+    top: int | None = None,
+    owner_tags: int = 5,
+    dominant_share: float = 0.5,
+) -> Report:
+    from poolscope.pooltag import TagTable
+
+    raw = dump.analyze_json(top=top, owner_tags=owner_tags, dominant_share=dominant_share)
+    doc = json.loads(raw)
+    tags = TagTable.load(pooltag)
+    for row in doc["poolused"]:
+        row["description"] = tags.describe(row["tag"])
+    doc["dump"] = info(dump)
+    return Report.from_dict(doc)

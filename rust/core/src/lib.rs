@@ -8,8 +8,13 @@ pub mod bytes;
 pub mod container;
 pub mod dump;
 pub mod error;
+pub mod findings;
 pub mod kernel;
 pub mod memory;
+pub mod pool;
+pub mod scan;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use container::{DumpType, Header, OpenOptions, Run, PAGE_SIZE};
 pub use dump::{Dump, DumpOptions};

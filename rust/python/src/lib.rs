@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+use poolscope_core::findings::Thresholds;
 use poolscope_core::kernel::{bugcheck, profile, Kdbg as CoreKdbg, KdbgSource, Profile};
+use poolscope_core::pool::{tag, Blocks, Keep, SortBy};
+use poolscope_core::scan::{self, ScanOptions};
 use poolscope_core::{Dump as CoreDump, DumpOptions, Error, ErrorKind, Location};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyOSError, PyValueError};
@@ -182,7 +185,7 @@ impl Translation {
 }
 
 /// An open dump. Methods release the GIL; `close()` (or leaving a `with` block) unmaps it.
-#[pyclass(module = "poolscope._native")]
+#[pyclass(subclass, module = "poolscope._native")]
 struct Dump {
     inner: RwLock<Option<Arc<CoreDump>>>,
     #[pyo3(get)]
@@ -474,6 +477,82 @@ impl Dump {
         Ok(self.get()?.physical().page_count())
     }
 
+    // ---- pool analyses: JSON documents (the schema lives in poolscope-core's scan.rs) ----
+
+    #[pyo3(signature = (sort="nonpaged", top=None))]
+    fn poolused_json(&self, py: Python<'_>, sort: &str, top: Option<usize>) -> PyResult<String> {
+        let sort = match sort {
+            "nonpaged" => SortBy::NonPagedBytes,
+            "paged" => SortBy::PagedBytes,
+            "allocs" => SortBy::Allocs,
+            other => return Err(PyValueError::new_err(format!("sort must be nonpaged, paged or allocs, not {other:?}"))),
+        };
+        let d = self.get()?;
+        let (rows, sources) = py.detach(|| scan::poolused(&d, sort, top)).map_err(|e| to_py(py, e))?;
+        let rows: Vec<_> = rows.iter().map(scan::usage_json).collect();
+        Ok(serde_json::json!({"rows": rows, "sources": sources}).to_string())
+    }
+
+    /// (summary JSON, columns) where columns maps pa/va/tag/size/previous_size/pool/allocated to
+    /// little-endian bytes (u64, u64, u32, u32, u32, u8, u8), or None when blocks were not kept.
+    #[pyo3(signature = (tags=None, blocks=false))]
+    fn scan_pool_raw<'py>(
+        &self,
+        py: Python<'py>,
+        tags: Option<Vec<String>>,
+        blocks: bool,
+    ) -> PyResult<(String, Option<Bound<'py, PyDict>>)> {
+        let keep = match (tags, blocks) {
+            (_, false) => Keep::None,
+            (None, true) => Keep::All,
+            (Some(ts), true) => Keep::Tags(parse_tags(&ts)?),
+        };
+        let d = self.get()?;
+        let (result, layout) = py.detach(|| scan::pool_scan(&d, &keep)).map_err(|e| to_py(py, e))?;
+        let summary = scan::pool_scan_json(&result, Some(&layout)).to_string();
+        let cols = if blocks { Some(columns(py, &result.blocks)?) } else { None };
+        Ok((summary, cols))
+    }
+
+    fn big_pool_json(&self, py: Python<'_>) -> PyResult<String> {
+        let d = self.get()?;
+        let b = py.detach(|| scan::big_pool(&d)).map_err(|e| to_py(py, e))?;
+        Ok(scan::bigpool_json(&b).to_string())
+    }
+
+    fn memory_summary_json(&self, py: Python<'_>) -> PyResult<String> {
+        let d = self.get()?;
+        let m = scan::memory_summary(&d).map_err(|e| to_py(py, e))?;
+        Ok(scan::memory_json(&m).to_string())
+    }
+
+    fn tag_owners_json(&self, py: Python<'_>, tags: Vec<String>) -> PyResult<String> {
+        let tags = parse_tags(&tags)?;
+        let d = self.get()?;
+        let owners = py.detach(|| scan::tag_owners(&d, &tags));
+        Ok(scan::owners_json(&owners).to_string())
+    }
+
+    /// Every analysis in one pass; the report document without its `dump` section.
+    #[pyo3(signature = (top=None, owner_tags=5, dominant_share=0.5, bigpool_share=0.5))]
+    fn analyze_json(
+        &self,
+        py: Python<'_>,
+        top: Option<usize>,
+        owner_tags: usize,
+        dominant_share: f64,
+        bigpool_share: f64,
+    ) -> PyResult<String> {
+        let opts = ScanOptions {
+            top,
+            owner_tags,
+            thresholds: Thresholds { dominant_share, bigpool_share },
+            keep: Keep::None,
+        };
+        let d = self.get()?;
+        Ok(py.detach(|| scan::analyze(&d, &opts).to_json(&opts).to_string()))
+    }
+
     fn __repr__(&self) -> String {
         match self.get() {
             Ok(d) => format!(
@@ -485,6 +564,28 @@ impl Dump {
             Err(_) => format!("<poolscope.Dump {:?} closed>", self.path),
         }
     }
+}
+
+fn parse_tags(tags: &[String]) -> PyResult<Vec<u32>> {
+    tags.iter()
+        .map(|t| tag::parse(t).map(tag::normalize).ok_or_else(|| PyValueError::new_err(format!("not a pool tag: {t:?}"))))
+        .collect()
+}
+
+fn columns<'py>(py: Python<'py>, b: &Blocks) -> PyResult<Bound<'py, PyDict>> {
+    fn le<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        v.iter().flat_map(|&x| f(x)).collect()
+    }
+    let d = PyDict::new(py);
+    d.set_item("pa", PyBytes::new(py, &le(&b.pa, u64::to_le_bytes)))?;
+    d.set_item("va", PyBytes::new(py, &le(&b.va, u64::to_le_bytes)))?;
+    d.set_item("tag", PyBytes::new(py, &le(&b.tag, u32::to_le_bytes)))?;
+    d.set_item("size", PyBytes::new(py, &le(&b.size, u32::to_le_bytes)))?;
+    d.set_item("previous_size", PyBytes::new(py, &le(&b.previous_size, u32::to_le_bytes)))?;
+    d.set_item("pool", PyBytes::new(py, &b.pool))?;
+    let alloc: Vec<u8> = b.allocated.iter().map(|&a| u8::from(a)).collect();
+    d.set_item("allocated", PyBytes::new(py, &alloc))?;
+    Ok(d)
 }
 
 #[pyfunction]

@@ -117,7 +117,10 @@ pub fn parse(file: &[u8]) -> Result<(Header, DumpType)> {
     let valid = file.u32_at(4).unwrap_or(0);
     if sig != SIG_PAGE {
         let what = if &file[..4] == b"MDMP" {
-            "a user-mode minidump (MDMP), not a kernel crash dump".to_string()
+            return Err(Error::unsupported(
+                "a user-mode minidump (MDMP), not a kernel crash dump: poolscope reads \
+                 kernel and complete memory dumps only",
+            ));
         } else {
             format!(
                 "not a Windows crash dump: signature \"{}\" is not \"PAGE\"",

@@ -68,13 +68,22 @@ impl PageMap {
     /// Present pages as maximal runs of consecutive PFNs (ascending).
     pub fn present_runs(&self, file: &[u8]) -> Vec<Run> {
         match self {
-            PageMap::Extents(ext) => ext
-                .iter()
-                .map(|e| Run {
-                    base_page: e.base_pfn,
-                    page_count: e.count,
-                })
-                .collect(),
+            PageMap::Extents(ext) => {
+                // Adjacent extents (runs stored apart in the file) form one run of PFNs.
+                let mut out: Vec<Run> = Vec::with_capacity(ext.len());
+                for e in ext {
+                    match out.last_mut() {
+                        Some(r) if r.base_page + r.page_count == e.base_pfn => {
+                            r.page_count += e.count
+                        }
+                        _ => out.push(Run {
+                            base_page: e.base_pfn,
+                            page_count: e.count,
+                        }),
+                    }
+                }
+                out
+            }
             PageMap::Bitmap {
                 bitmap_offset,
                 bits,
@@ -127,6 +136,16 @@ fn extents_from_runs(runs: &[Run], first: u64, file_len: u64, desc_off: u64) -> 
     let mut offset = first;
     let mut out = Vec::with_capacity(runs.len());
     for (i, r) in runs.iter().enumerate() {
+        // The same bound as the header's runs: RDMP ranges must not wrap the PFN space.
+        if r.base_page.checked_add(r.page_count).is_none_or(|e| e > 1 << 40) {
+            return Err(Error::format(
+                desc_off + 0x10 * i as u64,
+                format!(
+                    "range {i}: base page 0x{:x} + 0x{:x} pages exceeds the 52-bit physical address space",
+                    r.base_page, r.page_count
+                ),
+            ));
+        }
         let end = r
             .page_count
             .checked_mul(PAGE_SIZE)
@@ -279,7 +298,7 @@ fn rdmp(file: &[u8], dump_type: DumpType) -> Result<PageMap> {
     let metadata_size = hdr.u64_at(0x10).unwrap_or(0);
     let first_page = hdr.u64_at(0x18).unwrap_or(0);
     // kdmp-parser's sanity check; the meaning of MetadataSize is inferred (spec uncertainty 5).
-    if metadata_size < 0x20 || metadata_size - 0x20 != first_page.wrapping_sub(0x2040) {
+    if metadata_size < 0x20 || first_page.checked_sub(0x2040) != Some(metadata_size - 0x20) {
         return Err(Error::format((B + 0x10) as u64, format!("RDMP MetadataSize 0x{metadata_size:x} disagrees with FirstPageOffset 0x{first_page:x}")));
     }
     let total = (dump_type == DumpType::CompleteMemory).then(|| hdr.u64_at(0x28).unwrap_or(0));

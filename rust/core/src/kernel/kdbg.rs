@@ -162,9 +162,11 @@ fn image_base_below(tr: &mut Translator, va: u64) -> Option<u64> {
 }
 
 fn size_of_image(tr: &mut Translator, base: u64) -> u64 {
-    let lfanew = tr.read_u32(base + 0x3C).unwrap_or(0) as u64;
+    let lfanew = tr.read_u32(base.wrapping_add(0x3C)).unwrap_or(0) as u64;
     // IMAGE_NT_HEADERS64: SizeOfImage at +0x50 (4 signature + 0x14 file header + 0x38 in optional).
-    let size = tr.read_u32(base + lfanew + 0x50).unwrap_or(0) as u64;
+    let size = tr
+        .read_u32(base.wrapping_add(lfanew).wrapping_add(0x50))
+        .unwrap_or(0) as u64;
     size.clamp(PAGE_SIZE, MAX_IMAGE_SCAN)
 }
 
@@ -173,14 +175,14 @@ fn scan_image(tr: &mut Translator, base: u64) -> Option<(u64, Vec<u8>)> {
     let size = size_of_image(tr, base);
     let mut page = vec![0u8; PAGE_SIZE as usize];
     for p in (0..size).step_by(PAGE_SIZE as usize) {
-        if tr.read(base + p, &mut page).is_err() {
+        if tr.read(base.wrapping_add(p), &mut page).is_err() {
             continue;
         }
         for hit in memmem::find_iter(&page, OWNER_TAG) {
             if hit % 8 != 0 || hit < 0x10 {
                 continue;
             }
-            let va = base + p + hit as u64 - 0x10;
+            let va = base.wrapping_add(p + hit as u64 - 0x10);
             let Ok(head) = tr.read_vec(va, 0x20) else {
                 continue;
             };
@@ -248,11 +250,13 @@ fn decode_with_image_keys(
     let mut p = 0;
     while p < size {
         // Two pages at a time, advancing one, so a snippet crossing a page is seen whole.
-        let have = tr.read(base + p, &mut chunk).is_ok()
-            || tr.read(base + p, &mut chunk[..PAGE_SIZE as usize]).is_ok();
+        let have = tr.read(base.wrapping_add(p), &mut chunk).is_ok()
+            || tr
+                .read(base.wrapping_add(p), &mut chunk[..PAGE_SIZE as usize])
+                .is_ok();
         if have {
             for hit in memmem::find_iter(&chunk[..PAGE_SIZE as usize], &[0x80, 0x3D]) {
-                let at = base + p + hit as u64;
+                let at = base.wrapping_add(p + hit as u64);
                 if let Some(keys) = snippet_keys(&chunk[hit..], at) {
                     if keys.1 == kdbg_va {
                         return decode_block(tr, kdbg_va, keys.0, keys.2, keys.3);
@@ -268,7 +272,10 @@ fn decode_with_image_keys(
 /// (KdpDataBlockEncoded, KdDebuggerDataBlock, &KiWaitNever, &KiWaitAlways) from a code window
 /// starting at a `80 3D rel32 00` instruction located at `at`.
 fn snippet_keys(code: &[u8], at: u64) -> Option<(u64, u64, u64, u64)> {
-    let rip = |insn_end: usize, rel: i32| (at + insn_end as u64).wrapping_add(rel as i64 as u64);
+    let rip = |insn_end: usize, rel: i32| {
+        at.wrapping_add(insn_end as u64)
+            .wrapping_add(rel as i64 as u64)
+    };
     if code.get(6) != Some(&0) {
         return None;
     }
@@ -351,7 +358,7 @@ fn read_cstr(tr: &mut Translator, va: u64, max: usize) -> Result<String> {
         if end.is_some() {
             break;
         }
-        addr += chunk.len() as u64;
+        addr = addr.wrapping_add(chunk.len() as u64);
     }
     Ok(c_string(&out))
 }

@@ -61,10 +61,10 @@ impl Modules {
             let entry = link.wrapping_sub(links);
             let module = (|| -> Result<Module> {
                 Ok(Module {
-                    base: tr.read_u64(entry + dll_base)?,
-                    size: u64::from(tr.read_u32(entry + size_of_image)?),
-                    name: unicode_string(tr, entry + base_name)?,
-                    path: unicode_string(tr, entry + full)?,
+                    base: tr.read_u64(entry.wrapping_add(dll_base))?,
+                    size: u64::from(tr.read_u32(entry.wrapping_add(size_of_image))?),
+                    name: unicode_string(tr, entry.wrapping_add(base_name))?,
+                    path: unicode_string(tr, entry.wrapping_add(full))?,
                     entry,
                 })
             })();
@@ -125,7 +125,7 @@ impl Modules {
 
 fn unicode_string(tr: &mut Translator, va: u64) -> Result<String> {
     let len = tr.read_u16(va)?.min(MAX_NAME_BYTES);
-    let buf = tr.read_u64(va + 8)?;
+    let buf = tr.read_u64(va.wrapping_add(8))?;
     if len == 0 || buf == 0 {
         return Ok(String::new());
     }

@@ -1,0 +1,222 @@
+//! Findings: what an engineer would conclude from the analyses, each with a kind, a severity,
+//! a one-line summary and the figures that support it.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::pool::owners::Owner;
+use crate::pool::{tag, BigPool, MemorySummary, PoolScan, TagUsage};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub kind: &'static str,
+    pub severity: Severity,
+    pub summary: String,
+    pub evidence: Value,
+}
+
+/// Thresholds (configurable from the API and CLI).
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// A tag whose bytes are at least this share of its pool's tracked bytes dominates it.
+    pub dominant_share: f64,
+    /// Big-pool entries hold at least this share of a dominant tag's bytes.
+    pub bigpool_share: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self { dominant_share: 0.5, bigpool_share: 0.5 }
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+pub fn memory(vm: &MemorySummary) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut pool = |kind, name: &str, used: Option<u64>, max: Option<u64>| {
+        if let (Some(u), Some(m)) = (used, max) {
+            out.push(Finding {
+                kind,
+                severity: Severity::High,
+                summary: format!(
+                    "excessive {name} pool usage: {u} pages ({}) of a {m}-page ({}) maximum, {:.0}%",
+                    mib(u * 0x1000),
+                    mib(m * 0x1000),
+                    100.0 * u as f64 / m as f64
+                ),
+                evidence: json!({"usage_pages": u, "max_pages": m, "rule": vm.rule}),
+            });
+        }
+    };
+    if vm.excessive_nonpaged {
+        pool("excessive_nonpaged_pool", "nonpaged", vm.nonpaged_pool_pages, vm.nonpaged_pool_max_pages);
+    }
+    if vm.excessive_paged {
+        pool("excessive_paged_pool", "paged", vm.paged_pool_pages, vm.paged_pool_max_pages);
+    }
+    out
+}
+
+/// Tags holding a dominant share of a pool's tracked bytes: (tag, pool name, bytes, share).
+pub fn dominant_tags(rows: &[TagUsage], t: &Thresholds) -> Vec<(u32, &'static str, u64, f64)> {
+    let np_total: u64 = rows.iter().map(|u| u.nonpaged_bytes).sum();
+    let p_total: u64 = rows.iter().map(|u| u.paged_bytes).sum();
+    let mut out = Vec::new();
+    for u in rows {
+        for (pool, bytes, total) in [("nonpaged", u.nonpaged_bytes, np_total), ("paged", u.paged_bytes, p_total)] {
+            if total > 0 && bytes as f64 >= t.dominant_share * total as f64 {
+                out.push((u.tag, pool, bytes, bytes as f64 / total as f64));
+            }
+        }
+    }
+    out
+}
+
+pub fn dominant(rows: &[TagUsage], vm: Option<&MemorySummary>, t: &Thresholds) -> Vec<Finding> {
+    dominant_tags(rows, t)
+        .into_iter()
+        .map(|(tg, pool, bytes, share)| {
+            let u = rows.iter().find(|u| u.tag == tg).copied().unwrap_or_default();
+            let in_use = if pool == "nonpaged" { u.nonpaged_in_use() } else { u.paged_in_use() };
+            let excessive = vm.is_some_and(|v| if pool == "nonpaged" { v.excessive_nonpaged } else { v.excessive_paged });
+            Finding {
+                kind: "dominant_tag",
+                severity: if excessive { Severity::High } else { Severity::Medium },
+                summary: format!(
+                    "tag {} holds {:.0}% of {pool} pool: {in_use} allocations, {bytes} bytes ({})",
+                    tag::to_string(tg),
+                    share * 100.0,
+                    mib(bytes)
+                ),
+                evidence: json!({"tag": tag::to_string(tg), "pool": pool, "bytes": bytes, "allocations": in_use,
+                                 "share": (share * 1000.0).round() / 1000.0, "threshold": t.dominant_share}),
+            }
+        })
+        .collect()
+}
+
+pub fn owners(tg: u32, owners: &[Owner]) -> Finding {
+    let name = tag::to_string(tg);
+    if owners.is_empty() {
+        return Finding {
+            kind: "tag_owner",
+            severity: Severity::Info,
+            summary: format!("no loaded module's image contains tag {name}"),
+            evidence: json!({"tag": name, "modules": []}),
+        };
+    }
+    let list: Vec<String> = owners
+        .iter()
+        .map(|o| {
+            let offs: Vec<String> = o.offsets.iter().take(4).map(|x| format!("+0x{x:x}")).collect();
+            format!("{} ({})", o.module, offs.join(", "))
+        })
+        .collect();
+    Finding {
+        kind: "tag_owner",
+        severity: Severity::Medium,
+        summary: format!("tag {name} is referenced by {}", list.join("; ")),
+        evidence: json!({"tag": name, "modules": owners.iter().map(|o| json!({
+            "module": o.module, "base": format!("0x{:x}", o.base),
+            "offsets": o.offsets.iter().map(|x| format!("0x{x:x}")).collect::<Vec<_>>()})).collect::<Vec<_>>()}),
+    }
+}
+
+pub fn bigpool_share(tg: u32, tracked_bytes: u64, big: &BigPool, t: &Thresholds) -> Option<Finding> {
+    let live: Vec<_> = big.pages.iter().filter(|p| p.tag == tg && !p.free).collect();
+    let bytes: u64 = live.iter().map(|p| p.bytes).sum();
+    if tracked_bytes == 0 || (bytes as f64) < t.bigpool_share * tracked_bytes as f64 {
+        return None;
+    }
+    let largest: Vec<Value> = {
+        let mut v = live.clone();
+        v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.va.cmp(&b.va)));
+        v.iter().take(5).map(|p| json!({"va": format!("0x{:x}", p.va), "bytes": p.bytes})).collect()
+    };
+    Some(Finding {
+        kind: "bigpool_dominates_tag",
+        severity: Severity::Medium,
+        summary: format!(
+            "{} big-pool allocations hold {bytes} bytes ({}) of tag {}, {:.0}% of its tracked bytes",
+            live.len(),
+            mib(bytes),
+            tag::to_string(tg),
+            100.0 * bytes as f64 / tracked_bytes as f64
+        ),
+        evidence: json!({"tag": tag::to_string(tg), "entries": live.len(), "bytes": bytes,
+                         "tracked_bytes": tracked_bytes, "largest": largest}),
+    })
+}
+
+/// Tags whose outstanding tracked allocations differ from what the scan and the big-pool table
+/// found. Only meaningful when the pool layout was recognised (some pool pages were found).
+pub fn disagreement(rows: &[TagUsage], scan: &PoolScan, big: Option<&BigPool>) -> Option<Finding> {
+    let mut found: HashMap<u32, u64> = HashMap::new();
+    for ((tg, _), c) in &scan.tags {
+        *found.entry(*tg).or_default() += c.allocated;
+    }
+    for p in big.map_or(&[][..], |b| &b.pages[..]).iter().filter(|p| !p.free) {
+        *found.entry(p.tag).or_default() += 1;
+    }
+    let mut tracked: HashMap<u32, u64> = HashMap::new();
+    for u in rows {
+        *tracked.entry(u.tag).or_default() += u.nonpaged_in_use() + u.paged_in_use();
+    }
+    if scan.pool_pages == 0 {
+        let tracked_total: u64 = tracked.values().sum();
+        return (tracked_total > 0).then(|| Finding {
+            kind: "pool_layout_not_recognised",
+            severity: Severity::Medium,
+            summary: format!(
+                "the tagging database tracks {tracked_total} outstanding allocations but the page scan recognised no pool page"
+            ),
+            evidence: json!({"tracked_allocations": tracked_total, "pages_scanned": scan.pages_scanned,
+                             "rejected_pages": scan.rejected_pages}),
+        });
+    }
+    let mut diffs: Vec<(u32, u64, u64)> = tracked
+        .keys()
+        .chain(found.keys())
+        .copied()
+        .collect::<std::collections::BTreeSet<u32>>()
+        .into_iter()
+        .map(|t| (t, tracked.get(&t).copied().unwrap_or(0), found.get(&t).copied().unwrap_or(0)))
+        .filter(|(_, a, b)| a != b)
+        .collect();
+    if diffs.is_empty() {
+        return None;
+    }
+    diffs.sort_by_key(|(t, a, b)| (std::cmp::Reverse(a.abs_diff(*b)), *t));
+    let examples: Vec<Value> = diffs
+        .iter()
+        .take(10)
+        .map(|(t, a, b)| json!({"tag": tag::to_string(*t), "tracked": a, "found": b}))
+        .collect();
+    Some(Finding {
+        kind: "tracker_scan_disagreement",
+        severity: Severity::Low,
+        summary: format!(
+            "{} tags: outstanding allocations in the tagging database differ from the blocks found (largest: {} tracked {} found {})",
+            diffs.len(),
+            tag::to_string(diffs[0].0),
+            diffs[0].1,
+            diffs[0].2
+        ),
+        evidence: json!({"tags": examples, "rejected_pages": scan.rejected_pages,
+            "note": "pool pages absent from the dump, corruption, or a layout the scanner did not recognise"}),
+    })
+}

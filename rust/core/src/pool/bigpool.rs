@@ -1,0 +1,71 @@
+//! The big-pool table (POOL_TRACKER_BIG_PAGES): allocations of a page or more, which have no
+//! POOL_HEADER and are found only here.
+
+use super::globals::{self, Sources};
+use super::layout::PoolLayout;
+use super::pages::Pool;
+use super::tag;
+use crate::error::{Error, Result};
+use crate::kernel::Kdbg;
+use crate::memory::Translator;
+
+/// MemProcFS's bound on PoolBigPageTableSize; larger is not a big-pool table.
+const MAX_ENTRIES: u64 = 0x100_0000;
+/// ReactOS POOL_BIG_TABLE_ENTRY_FREE: a freed (or never used) entry has Va bit 0 set.
+const FREE_BIT: u64 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BigPage {
+    pub va: u64,
+    pub tag: u32,
+    pub bytes: u64,
+    pub pool_type: u32,
+    pub pool: Pool,
+    pub free: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BigPool {
+    pub va: u64,
+    pub entries: u64,
+    /// Entries with a non-zero tag (freed ones included, marked `free`), in table order.
+    pub pages: Vec<BigPage>,
+}
+
+impl BigPool {
+    pub fn read(tr: &mut Translator, kdbg: &Kdbg, layout: &PoolLayout, sources: &mut Sources) -> Result<Self> {
+        let table = globals::value_of(tr, "PoolBigPageTable", kdbg, layout, sources)?;
+        let entries = globals::value_of(tr, "PoolBigPageTableSize", kdbg, layout, sources)?;
+        if table == 0 || entries == 0 || entries > MAX_ENTRIES {
+            return Err(Error::not_present(
+                table,
+                format!("PoolBigPageTable 0x{table:x} with {entries} entries is not a plausible big-pool table"),
+            ));
+        }
+        let e = &layout.big_page;
+        let (va_f, key_f, type_f, bytes_f) =
+            (e.field("Va")?, e.field("Key")?, e.field("PoolType")?, e.field("NumberOfBytes")?);
+        let raw = tr.read_vec(table, entries as usize * e.size).map_err(|e| e.context("PoolBigPageTable"))?;
+        let pages = raw
+            .chunks_exact(e.size)
+            .filter_map(|row| {
+                let key = key_f.read(row) as u32;
+                let va = va_f.read(row);
+                if key == 0 {
+                    return None;
+                }
+                let pool_type = type_f.read(row) as u32;
+                Some(BigPage {
+                    va: va & !FREE_BIT,
+                    tag: tag::normalize(key),
+                    bytes: bytes_f.read(row),
+                    pool_type,
+                    // Big pages store the requested POOL_TYPE: bit 0 paged, 0x20 session.
+                    pool: Pool::classify(u64::from(pool_type), layout.paged_mask, layout.session_mask),
+                    free: va & FREE_BIT != 0,
+                })
+            })
+            .collect();
+        Ok(Self { va: table, entries, pages })
+    }
+}

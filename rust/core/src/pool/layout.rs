@@ -1,0 +1,194 @@
+//! The `pool` section of a profile: POOL_HEADER, tracker and big-page entry layouts, the pool
+//! type rule, and where globals that KDBG does not name are found (with the heuristic named).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::bytes::{parse_int, Le};
+use crate::error::{Error, Result};
+use crate::kernel::Profile;
+
+/// A field of a fixed-size entry: offset and width, optionally a bit range of it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Field {
+    pub offset: String,
+    pub width: u8,
+    #[serde(default)]
+    pub shift: Option<u8>,
+    #[serde(default)]
+    pub bits: Option<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FieldAt {
+    offset: usize,
+    width: u8,
+    shift: u8,
+    bits: u8,
+}
+
+impl FieldAt {
+    fn new(f: &Field) -> Option<Self> {
+        let offset = parse_int(&f.offset)? as usize;
+        matches!(f.width, 1 | 2 | 4 | 8).then_some(Self {
+            offset,
+            width: f.width,
+            shift: f.shift.unwrap_or(0),
+            bits: f.bits.unwrap_or(f.width * 8),
+        })
+    }
+
+    #[inline]
+    pub fn read(&self, entry: &[u8]) -> u64 {
+        let raw = match self.width {
+            1 => entry.u8_at(self.offset).map(u64::from),
+            2 => entry.u16_at(self.offset).map(u64::from),
+            4 => entry.u32_at(self.offset).map(u64::from),
+            _ => entry.u64_at(self.offset),
+        }
+        .unwrap_or(0);
+        let v = raw >> self.shift;
+        if self.bits >= 64 {
+            v
+        } else {
+            v & ((1u64 << self.bits) - 1)
+        }
+    }
+
+    pub fn end(&self) -> usize {
+        self.offset + self.width as usize
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Global {
+    pub relative_to: String,
+    pub delta: String,
+    pub width: u8,
+    /// The public source of the distance; such a figure is reported as heuristic.
+    #[serde(default)]
+    pub heuristic: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Raw {
+    layout: String,
+    block_unit: String,
+    pool_header: BTreeMap<String, String>,
+    pool_type: BTreeMap<String, String>,
+    big_pool_threshold: String,
+    tracker: BTreeMap<String, serde_json::Value>,
+    big_page: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    globals: BTreeMap<String, Global>,
+}
+
+/// Entry layout: its size and named fields.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub size: usize,
+    fields: BTreeMap<String, FieldAt>,
+}
+
+impl Entry {
+    fn parse(what: &str, raw: &BTreeMap<String, serde_json::Value>) -> Result<Self> {
+        let bad = |m: String| Error::format(0, format!("profile pool.{what}: {m}"));
+        let size = raw
+            .get("size")
+            .and_then(|v| v.as_str())
+            .and_then(parse_int)
+            .ok_or_else(|| bad("size missing".into()))? as usize;
+        let mut fields = BTreeMap::new();
+        for (name, v) in raw {
+            if name == "size" {
+                continue;
+            }
+            let f: Field = serde_json::from_value(v.clone()).map_err(|e| bad(format!("{name}: {e}")))?;
+            let at = FieldAt::new(&f).ok_or_else(|| bad(format!("{name}: bad offset/width")))?;
+            if at.end() > size {
+                return Err(bad(format!("{name} ends past the entry size 0x{size:x}")));
+            }
+            fields.insert(name.clone(), at);
+        }
+        Ok(Self { size, fields })
+    }
+
+    pub fn field(&self, name: &str) -> Result<FieldAt> {
+        self.fields
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::format(0, format!("profile lacks pool entry field {name}")))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// Win7..RS4: blocks chained through PreviousSize/BlockSize within each 4 KiB page.
+    Legacy,
+    /// 19H1+: VS/LFH segment heap; blocks still begin with a POOL_HEADER, pages are no chains.
+    SegmentHeap,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolLayout {
+    pub allocator: Allocator,
+    pub block_unit: u64,
+    pub header_size: usize,
+    pub previous_size: usize,
+    pub pool_index: usize,
+    pub block_size: usize,
+    pub pool_type: usize,
+    pub pool_tag: usize,
+    pub paged_mask: u8,
+    pub session_mask: u8,
+    pub big_pool_threshold: u64,
+    pub tracker: Entry,
+    pub big_page: Entry,
+    pub globals: BTreeMap<String, Global>,
+}
+
+impl PoolLayout {
+    pub fn from_profile(p: &Profile) -> Result<Self> {
+        let v = p
+            .extra
+            .get("pool")
+            .ok_or_else(|| Error::format(0, format!("profile {} has no pool section", p.name)))?;
+        let raw: Raw =
+            serde_json::from_value(v.clone()).map_err(|e| Error::format(0, format!("profile {} pool: {e}", p.name)))?;
+        let int = |m: &BTreeMap<String, String>, k: &str| {
+            m.get(k)
+                .and_then(|s| parse_int(s))
+                .ok_or_else(|| Error::format(0, format!("profile {} pool: {k} missing", p.name)))
+        };
+        let allocator = match raw.layout.as_str() {
+            "legacy" => Allocator::Legacy,
+            "segment_heap" => Allocator::SegmentHeap,
+            other => return Err(Error::format(0, format!("profile {}: unknown pool layout {other}", p.name))),
+        };
+        let h = &raw.pool_header;
+        Ok(Self {
+            allocator,
+            block_unit: parse_int(&raw.block_unit).unwrap_or(16),
+            header_size: int(h, "size")? as usize,
+            previous_size: int(h, "PreviousSize")? as usize,
+            pool_index: int(h, "PoolIndex")? as usize,
+            block_size: int(h, "BlockSize")? as usize,
+            pool_type: int(h, "PoolType")? as usize,
+            pool_tag: int(h, "PoolTag")? as usize,
+            paged_mask: int(&raw.pool_type, "paged_mask")? as u8,
+            session_mask: int(&raw.pool_type, "session_mask")? as u8,
+            big_pool_threshold: parse_int(&raw.big_pool_threshold).unwrap_or(0xFF0),
+            tracker: Entry::parse("tracker", &raw.tracker)?,
+            big_page: Entry::parse("big_page", &raw.big_page)?,
+            globals: raw.globals,
+        })
+    }
+
+    pub fn layout_name(&self) -> &'static str {
+        match self.allocator {
+            Allocator::Legacy => "legacy",
+            Allocator::SegmentHeap => "segment_heap",
+        }
+    }
+}

@@ -30,7 +30,7 @@ def test_same_header_pages_and_translations(forged, dump_type):
         assert h.bugcheck.code == kh.BugCheckCode
         assert list(h.bugcheck.params) == list(kh.BugCheckCodeParameter)
         assert h.kd_debugger_data_block == kh.KdDebuggerDataBlock
-        assert h.dump_type == kh.DumpType
+        assert h.dump_type == kh.DumpType.value
         assert h.system_time == kh.SystemTime
         assert h.system_up_time == kh.SystemUpTime
         assert h.required_dump_space == kh.RequiredDumpSpace
@@ -52,19 +52,19 @@ def test_same_header_pages_and_translations(forged, dump_type):
         rng = random.Random(7)
         for m in dump.modules():
             vas += [m.base + rng.randrange(m.size) for _ in range(16)]
-        checked = 0
+        checked = transitions = 0
         for va in vas:
             expected = kd.translate_virtual(va)
             try:
-                got = dump.translate(va).pa
+                t = dump.translate(va)
             except poolscope.MemoryNotPresent:
-                got = None
-            if expected is None or got is None:
-                # kdmp-parser says "no translation" when a page-table page is absent; poolscope
-                # also reports pages absent from the dump as not present only on read. Both must
-                # agree that the VA has no mapping.
-                assert expected == got, hex(va)
+                t = None
+            if t is not None and t.transition:
+                # The one designed difference: kdmp-parser (C++) refuses transition PTEs;
+                # poolscope resolves them (the page is still in RAM), as kdmp-parser-rs does.
+                assert expected is None, hex(va)
+                transitions += 1
             else:
-                assert got == expected, hex(va)
+                assert (None if t is None else t.pa) == expected, hex(va)
             checked += 1
-        assert checked >= 20
+        assert checked >= 20 and transitions >= 1

@@ -1,0 +1,41 @@
+"""The dump forge: write realistic Windows x64 kernel crash dumps plus their ground truth.
+
+    >>> from poolscope.forge import builtin, forge
+    >>> truth = forge(builtin("win7sp1"), "demo.dmp")
+    >>> truth.to_dict()["kdbg"]["va"]
+
+Only the standard library is used. See ``Scenario`` for the scenario keys and
+``GroundTruth`` for what comes back.
+
+Modules: ``scenario`` (Scenario, builtins), ``layout`` (profiles), ``physmem`` (RAM and
+allocator), ``paging`` (x64 page tables), ``kernel`` (nt, KDBG, drivers, pool, stacks),
+``kdbg`` (Win8+ block encoding), ``pe`` (PE headers), ``header`` (DUMP_HEADER64, BMP and
+RDMP headers), ``writer`` (page fill and fast writing), ``truth`` (GroundTruth), ``core``
+(forge()).
+"""
+
+from __future__ import annotations
+
+from .core import forge
+from .kdbg import decode_block, decode_word, encode_block, encode_word
+from .layout import load_profile, parse_int
+from .scenario import BUILTINS, DUMP_TYPES, BugCheck, ModuleSpec, Scenario, StringSpec, builtin
+from .truth import GroundTruth
+
+__all__ = [
+    "BUILTINS",
+    "DUMP_TYPES",
+    "BugCheck",
+    "GroundTruth",
+    "ModuleSpec",
+    "Scenario",
+    "StringSpec",
+    "builtin",
+    "decode_block",
+    "decode_word",
+    "encode_block",
+    "encode_word",
+    "forge",
+    "load_profile",
+    "parse_int",
+]

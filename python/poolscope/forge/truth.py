@@ -1,0 +1,102 @@
+"""Ground truth: what the forge wrote, in a JSON-friendly form (ints stay ints)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .layout import PAGE_SIZE
+from .writer import PageFill, Placement
+
+
+@dataclass
+class GroundTruth:
+    """What a forged dump holds. ``to_dict()`` gives the JSON form; ``page_bytes`` and
+    ``present_pfns`` give the page contents without keeping them in that form."""
+
+    path: str
+    scenario: dict[str, Any]
+    dump_type: str
+    build: int
+    file_size: int
+    header: dict[str, Any]
+    storage: dict[str, Any]
+    runs: list[list[int]]
+    present_ranges: list[list[int]]
+    physical_pages: int
+    kernel_base: int
+    kdbg: dict[str, Any]
+    modules: list[dict[str, Any]]
+    translations: list[dict[str, Any]]
+    system_time_iso: str
+    uptime_s: float
+    symbols: dict[str, int]
+    processors: list[dict[str, int]]
+    pool_allocations: list[dict[str, Any]]
+    fill: str
+    seed: int
+    notes: list[str] = field(default_factory=list)
+    _content: dict[int, bytes] = field(default_factory=dict, repr=False)
+    _fill: PageFill | None = field(default=None, repr=False)
+    _placement: Placement | None = field(default=None, repr=False)
+
+    # ----------------------------------------------------------------- export
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            if not name.startswith("_"):
+                out[name] = _plain(getattr(self, name))
+        return out
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+    # ------------------------------------------------------------------ pages
+    def present_pfns(self) -> list[int]:
+        """Sorted PFNs stored in the dump (see ``present_ranges`` for the compact form)."""
+        out: list[int] = []
+        for base, count in sorted(self.present_ranges):
+            out.extend(range(base, base + count))
+        return out
+
+    def is_present(self, pfn: int) -> bool:
+        return self._placement is not None and self._placement.offset(pfn) is not None
+
+    def file_offset(self, pfn: int) -> int | None:
+        """File offset of a stored PFN, or None."""
+        return None if self._placement is None else self._placement.offset(pfn)
+
+    def page_bytes(self, pfn: int) -> bytes:
+        """The exact 4096 bytes written for ``pfn``. KeyError if the dump lacks it."""
+        if not self.is_present(pfn):
+            raise KeyError(f"PFN {pfn:#x} is not stored in this dump")
+        page = self._content.get(pfn)
+        if page is not None:
+            return bytes(page)
+        assert self._fill is not None
+        return self._fill.page(pfn)
+
+    def content_pfns(self) -> list[int]:
+        """PFNs that hold kernel data (page tables, images, pool...), sorted."""
+        return sorted(self._content)
+
+    # ---------------------------------------------------------------- lookups
+    def module(self, name: str) -> dict[str, Any]:
+        for m in self.modules:
+            if m["name"].lower() == name.lower():
+                return m
+        raise KeyError(name)
+
+    @property
+    def page_size(self) -> int:
+        return PAGE_SIZE
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

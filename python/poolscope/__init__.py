@@ -7,6 +7,7 @@ the exception types, the CLI, the report schema and the dump forge.
 from __future__ import annotations
 
 import json
+import lzma
 import os
 from pathlib import Path
 from typing import Any
@@ -56,12 +57,19 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: poolscope.open(path)
     max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
     spool_dir: str | os.PathLike[str] | None = None,
     profile: str | os.PathLike[str] | dict[str, Any] | None = None,
+    symbols: str | os.PathLike[str] | None = None,
 ) -> Dump:
     """Open a kernel dump (``.dmp`` or zstd-compressed ``.dmp.zst``) for reading.
 
     ``profile`` overrides the built-in structure layout chosen from the dump's build: a dict or
-    the path of a profile JSON file. Use the returned ``Dump`` as a context manager.
+    the path of a profile JSON file. ``symbols`` is a Volatility 3 ISF symbol table of the
+    dump's kernel (``.json`` or ``.json.xz``): its global addresses and structure layouts
+    override the profile. Use the returned ``Dump`` as a context manager.
     """
+    symbols_json = None
+    if symbols is not None:
+        raw = Path(symbols).read_bytes()
+        symbols_json = (lzma.decompress(raw) if raw[:6] == b"\xfd7zXZ\x00" else raw).decode()
     profile_json = None
     if isinstance(profile, dict):
         profile_json = json.dumps(profile)
@@ -72,6 +80,8 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: poolscope.open(path)
         max_decompressed=max_decompressed,
         spool_dir=None if spool_dir is None else os.fspath(spool_dir),
         profile_json=profile_json,
+        symbols_json=symbols_json,
+        symbols_origin=None if symbols is None else Path(symbols).name,
     )
 
 

@@ -16,7 +16,12 @@ from poolscope._native import builtin_profiles, profile_for_build
 
 
 def _open(args: argparse.Namespace) -> poolscope.Dump:
-    return poolscope.open(args.dump, max_decompressed=args.max_decompressed, profile=args.profile)
+    return poolscope.open(
+        args.dump,
+        max_decompressed=args.max_decompressed,
+        profile=args.profile,
+        symbols=args.symbols,
+    )
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -59,6 +64,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             dominant_share=args.dominant_share,
             max_decompressed=args.max_decompressed,
             profile=args.profile,
+            symbols=args.symbols,
         )
     if args.json:
         print(rep.to_json())
@@ -133,6 +139,9 @@ def _dump_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dump", help="kernel dump (.dmp, or zstd-compressed .dmp.zst)")
     p.add_argument("--json", action="store_true", help="print the stable JSON form")
     p.add_argument("--profile", help="layout profile JSON overriding the built-in one")
+    p.add_argument(
+        "--symbols", help="Volatility 3 ISF symbol table of the kernel (.json or .json.xz)"
+    )
     p.add_argument(
         "--max-decompressed",
         type=int,

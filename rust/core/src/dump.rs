@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::container::{Container, DumpType, Header, OpenOptions, Run};
 use crate::error::Result;
-use crate::kernel::{Kdbg, Modules, Profile};
+use crate::kernel::{Kdbg, Modules, Profile, Symbols};
 use crate::memory::{AddressSpace, PhysicalMemory, Translation};
 
 pub struct Dump {
@@ -14,6 +14,8 @@ pub struct Dump {
     pub profile: Profile,
     pub kdbg: Option<Kdbg>,
     pub modules: Modules,
+    /// A Volatility 3 symbol table for this kernel, when the user gave one.
+    pub symbols: Option<Symbols>,
     /// Where each kernel-level figure came from, and what could not be found.
     pub notes: Vec<String>,
 }
@@ -23,11 +25,18 @@ pub struct Dump {
 pub struct DumpOptions {
     pub open: OpenOptions,
     pub profile: Option<Profile>,
+    pub symbols: Option<Symbols>,
 }
 
 impl Dump {
     pub fn open(path: &Path, opts: &DumpOptions) -> Result<Dump> {
-        Self::from_container(Container::open(path, &opts.open)?, opts.profile.clone())
+        let mut d = Self::from_container(Container::open(path, &opts.open)?, opts.profile.clone())?;
+        if let Some(s) = &opts.symbols {
+            d.notes
+                .push(format!("symbol table {} supplied by the user", s.origin));
+            d.symbols = Some(s.clone());
+        }
+        Ok(d)
     }
 
     pub fn from_bytes(data: Vec<u8>, profile: Option<Profile>) -> Result<Dump> {
@@ -54,6 +63,7 @@ impl Dump {
             profile,
             kdbg,
             modules,
+            symbols: None,
             notes,
         })
     }

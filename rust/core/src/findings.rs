@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::pool::owners::Owner;
-use crate::pool::{tag, BigPool, MemorySummary, PoolScan, TagUsage};
+use crate::pool::{tag, BigPool, MemorySummary, Pool, PoolScan, TagUsage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,7 +37,10 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Self { dominant_share: 0.5, bigpool_share: 0.5 }
+        Self {
+            dominant_share: 0.5,
+            bigpool_share: 0.5,
+        }
     }
 }
 
@@ -63,10 +66,20 @@ pub fn memory(vm: &MemorySummary) -> Vec<Finding> {
         }
     };
     if vm.excessive_nonpaged {
-        pool("excessive_nonpaged_pool", "nonpaged", vm.nonpaged_pool_pages, vm.nonpaged_pool_max_pages);
+        pool(
+            "excessive_nonpaged_pool",
+            "nonpaged",
+            vm.nonpaged_pool_pages,
+            vm.nonpaged_pool_max_pages,
+        );
     }
     if vm.excessive_paged {
-        pool("excessive_paged_pool", "paged", vm.paged_pool_pages, vm.paged_pool_max_pages);
+        pool(
+            "excessive_paged_pool",
+            "paged",
+            vm.paged_pool_pages,
+            vm.paged_pool_max_pages,
+        );
     }
     out
 }
@@ -77,7 +90,10 @@ pub fn dominant_tags(rows: &[TagUsage], t: &Thresholds) -> Vec<(u32, &'static st
     let p_total: u64 = rows.iter().map(|u| u.paged_bytes).sum();
     let mut out = Vec::new();
     for u in rows {
-        for (pool, bytes, total) in [("nonpaged", u.nonpaged_bytes, np_total), ("paged", u.paged_bytes, p_total)] {
+        for (pool, bytes, total) in [
+            ("nonpaged", u.nonpaged_bytes, np_total),
+            ("paged", u.paged_bytes, p_total),
+        ] {
             if total > 0 && bytes as f64 >= t.dominant_share * total as f64 {
                 out.push((u.tag, pool, bytes, bytes as f64 / total as f64));
             }
@@ -122,7 +138,12 @@ pub fn owners(tg: u32, owners: &[Owner]) -> Finding {
     let list: Vec<String> = owners
         .iter()
         .map(|o| {
-            let offs: Vec<String> = o.offsets.iter().take(4).map(|x| format!("+0x{x:x}")).collect();
+            let offs: Vec<String> = o
+                .offsets
+                .iter()
+                .take(4)
+                .map(|x| format!("+0x{x:x}"))
+                .collect();
             format!("{} ({})", o.module, offs.join(", "))
         })
         .collect();
@@ -136,8 +157,17 @@ pub fn owners(tg: u32, owners: &[Owner]) -> Finding {
     }
 }
 
-pub fn bigpool_share(tg: u32, tracked_bytes: u64, big: &BigPool, t: &Thresholds) -> Option<Finding> {
-    let live: Vec<_> = big.pages.iter().filter(|p| p.tag == tg && !p.free).collect();
+pub fn bigpool_share(
+    tg: u32,
+    tracked_bytes: u64,
+    big: &BigPool,
+    t: &Thresholds,
+) -> Option<Finding> {
+    let live: Vec<_> = big
+        .pages
+        .iter()
+        .filter(|p| p.tag == tg && !p.free)
+        .collect();
     let bytes: u64 = live.iter().map(|p| p.bytes).sum();
     if tracked_bytes == 0 || (bytes as f64) < t.bigpool_share * tracked_bytes as f64 {
         return None;
@@ -145,7 +175,10 @@ pub fn bigpool_share(tg: u32, tracked_bytes: u64, big: &BigPool, t: &Thresholds)
     let largest: Vec<Value> = {
         let mut v = live.clone();
         v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.va.cmp(&b.va)));
-        v.iter().take(5).map(|p| json!({"va": format!("0x{:x}", p.va), "bytes": p.bytes})).collect()
+        v.iter()
+            .take(5)
+            .map(|p| json!({"va": format!("0x{:x}", p.va), "bytes": p.bytes}))
+            .collect()
     };
     Some(Finding {
         kind: "bigpool_dominates_tag",
@@ -165,11 +198,20 @@ pub fn bigpool_share(tg: u32, tracked_bytes: u64, big: &BigPool, t: &Thresholds)
 /// Tags whose outstanding tracked allocations differ from what the scan and the big-pool table
 /// found. Only meaningful when the pool layout was recognised (some pool pages were found).
 pub fn disagreement(rows: &[TagUsage], scan: &PoolScan, big: Option<&BigPool>) -> Option<Finding> {
+    // Session pool has its own tracker tables (ExpSessionPoolTrackTable), so only the global
+    // pools are compared with the global table.
+    let global = |p: Pool| matches!(p, Pool::NonPaged | Pool::Paged);
     let mut found: HashMap<u32, u64> = HashMap::new();
-    for ((tg, _), c) in &scan.tags {
-        *found.entry(*tg).or_default() += c.allocated;
+    for ((tg, pool), c) in &scan.tags {
+        if global(*pool) {
+            *found.entry(*tg).or_default() += c.allocated;
+        }
     }
-    for p in big.map_or(&[][..], |b| &b.pages[..]).iter().filter(|p| !p.free) {
+    for p in big
+        .map_or(&[][..], |b| &b.pages[..])
+        .iter()
+        .filter(|p| !p.free && global(p.pool))
+    {
         *found.entry(p.tag).or_default() += 1;
     }
     let mut tracked: HashMap<u32, u64> = HashMap::new();
@@ -194,7 +236,13 @@ pub fn disagreement(rows: &[TagUsage], scan: &PoolScan, big: Option<&BigPool>) -
         .copied()
         .collect::<std::collections::BTreeSet<u32>>()
         .into_iter()
-        .map(|t| (t, tracked.get(&t).copied().unwrap_or(0), found.get(&t).copied().unwrap_or(0)))
+        .map(|t| {
+            (
+                t,
+                tracked.get(&t).copied().unwrap_or(0),
+                found.get(&t).copied().unwrap_or(0),
+            )
+        })
         .filter(|(_, a, b)| a != b)
         .collect();
     if diffs.is_empty() {

@@ -9,11 +9,13 @@ use serde_json::{json, Map, Value};
 use crate::dump::Dump;
 use crate::error::{Error, Result};
 use crate::findings::{self, Finding, Thresholds};
-use crate::pool::globals::Sources;
-use crate::pool::owners::{self, Owner};
-use crate::pool::{tag, BigPool, Keep, MemorySummary, PoolLayout, PoolScan, SortBy, TagUsage, TrackerTable};
 use crate::memory::ReverseMap;
+use crate::pool::globals::{Kernel, Sources};
 use crate::pool::layout::Allocator;
+use crate::pool::owners::{self, Owner};
+use crate::pool::{
+    tag, BigPool, Keep, MemorySummary, PoolLayout, PoolScan, SortBy, TagUsage, TrackerTable,
+};
 
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
@@ -26,7 +28,12 @@ pub struct ScanOptions {
 
 impl Default for ScanOptions {
     fn default() -> Self {
-        Self { top: None, owner_tags: 5, thresholds: Thresholds::default(), keep: Keep::None }
+        Self {
+            top: None,
+            owner_tags: 5,
+            thresholds: Thresholds::default(),
+            keep: Keep::None,
+        }
     }
 }
 
@@ -55,24 +62,30 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
     let missing = |a: &mut Analysis, what: &str, e: Error| {
         a.unavailable.insert(what.into(), e.to_string());
     };
-    let layout = match PoolLayout::from_profile(&dump.profile) {
+    let layout = match pool_layout(dump, &mut a.sources) {
         Ok(l) => Some(l),
         Err(e) => {
             missing(&mut a, "pool_layout", e);
             None
         }
     };
-    a.sources.insert("layout".into(), format!("profile {}", dump.profile.name));
+    a.sources
+        .insert("layout".into(), format!("profile {}", dump.profile.name));
     match &dump.kdbg {
         Some(k) => {
             a.memory = Some(MemorySummary::from_kdbg(k));
             a.sources.insert("memory".into(), "KDBG variables".into());
             if let Some(l) = &layout {
-                match TrackerTable::read(&mut tr, k, l, &mut a.sources) {
+                let kernel = Kernel {
+                    kdbg: k,
+                    symbols: dump.symbols.as_ref(),
+                    layout: l,
+                };
+                match TrackerTable::read(&mut tr, kernel, &mut a.sources) {
                     Ok(t) => a.tracker = Some(t),
                     Err(e) => missing(&mut a, "poolused", e),
                 }
-                match BigPool::read(&mut tr, k, l, &mut a.sources) {
+                match BigPool::read(&mut tr, kernel, &mut a.sources) {
                     Ok(b) => a.bigpool = Some(b),
                     Err(e) => missing(&mut a, "bigpool", e),
                 }
@@ -80,7 +93,10 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
         }
         None => {
             for s in ["memory", "poolused", "bigpool"] {
-                a.unavailable.insert(s.into(), "no KDBG: the kernel's variables cannot be located".into());
+                a.unavailable.insert(
+                    s.into(),
+                    "no KDBG: the kernel's variables cannot be located".into(),
+                );
             }
         }
     }
@@ -88,8 +104,16 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
         match l.allocator {
             Allocator::Legacy => {
                 let rmap = ReverseMap::build(&space);
-                a.pool_scan = Some(crate::pool::pages::scan(&dump.physical(), &rmap, l, &opts.keep));
-                a.sources.insert("pool_scan".into(), "POOL_HEADER page chains (legacy allocator)".into());
+                a.pool_scan = Some(crate::pool::pages::scan(
+                    &dump.physical(),
+                    &rmap,
+                    l,
+                    &opts.keep,
+                ));
+                a.sources.insert(
+                    "pool_scan".into(),
+                    "POOL_HEADER page chains (legacy allocator)".into(),
+                );
             }
             Allocator::SegmentHeap => {
                 a.unavailable.insert(
@@ -107,9 +131,14 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
     if let Some(vm) = &a.memory {
         a.findings.extend(findings::memory(vm));
     }
-    let rows = a.tracker.as_ref().map(|t| t.poolused(SortBy::NonPagedBytes, None)).unwrap_or_default();
+    let rows = a
+        .tracker
+        .as_ref()
+        .map(|t| t.poolused(SortBy::NonPagedBytes, None))
+        .unwrap_or_default();
     let dominant = findings::dominant_tags(&rows, t);
-    a.findings.extend(findings::dominant(&rows, a.memory.as_ref(), t));
+    a.findings
+        .extend(findings::dominant(&rows, a.memory.as_ref(), t));
     let mut owner_tags: Vec<u32> = dominant.iter().map(|d| d.0).collect();
     for r in rows.iter().take(opts.owner_tags) {
         if !owner_tags.contains(&r.tag) {
@@ -122,11 +151,17 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
             a.findings.push(findings::owners(*tg, o));
         }
         if let (Some(big), Some(u)) = (&a.bigpool, rows.iter().find(|u| u.tag == *tg)) {
-            a.findings.extend(findings::bigpool_share(*tg, u.nonpaged_bytes + u.paged_bytes, big, t));
+            a.findings.extend(findings::bigpool_share(
+                *tg,
+                u.nonpaged_bytes + u.paged_bytes,
+                big,
+                t,
+            ));
         }
     }
     if let Some(scan) = &a.pool_scan {
-        a.findings.extend(findings::disagreement(&rows, scan, a.bigpool.as_ref()));
+        a.findings
+            .extend(findings::disagreement(&rows, scan, a.bigpool.as_ref()));
     }
     a
 }
@@ -156,7 +191,11 @@ pub fn memory_json(m: &MemorySummary) -> Value {
 
 pub fn pool_scan_json(s: &PoolScan, layout: Option<&PoolLayout>) -> Value {
     let mut tags: Vec<_> = s.tags.iter().collect();
-    tags.sort_by(|a, b| b.1.allocated_bytes.cmp(&a.1.allocated_bytes).then(a.0.cmp(b.0)));
+    tags.sort_by(|a, b| {
+        b.1.allocated_bytes
+            .cmp(&a.1.allocated_bytes)
+            .then(a.0.cmp(b.0))
+    });
     json!({
         "pages_scanned": s.pages_scanned, "pool_pages": s.pool_pages, "rejected_pages": s.rejected_pages,
         "layouts": layout.map(|l| vec![l.layout_name()]).unwrap_or_default(),
@@ -186,7 +225,11 @@ pub fn owners_json(owners: &[(u32, Vec<Owner>)]) -> Value {
 impl Analysis {
     /// The report document (all sections; `dump` is added by the surfaces).
     pub fn to_json(&self, opts: &ScanOptions) -> Value {
-        let rows = self.tracker.as_ref().map(|t| t.poolused(SortBy::NonPagedBytes, opts.top)).unwrap_or_default();
+        let rows = self
+            .tracker
+            .as_ref()
+            .map(|t| t.poolused(SortBy::NonPagedBytes, opts.top))
+            .unwrap_or_default();
         json!({
             "memory": self.memory.as_ref().map_or(Value::Null, memory_json),
             "poolused": rows.iter().map(usage_json).collect::<Vec<_>>(),
@@ -200,21 +243,37 @@ impl Analysis {
     }
 }
 
+/// The profile's pool layout, with a symbol table's structure layouts applied when given.
+fn pool_layout(dump: &Dump, sources: &mut Sources) -> Result<PoolLayout> {
+    let mut l = PoolLayout::from_profile(&dump.profile)?;
+    if let Some(s) = &dump.symbols {
+        l.apply_symbols(s, sources);
+    }
+    Ok(l)
+}
+
 fn need_kdbg(dump: &Dump) -> Result<&crate::kernel::Kdbg> {
-    dump.kdbg.as_ref().ok_or_else(|| Error::unsupported("no KDBG in this dump: the kernel's pool variables cannot be located"))
+    dump.kdbg.as_ref().ok_or_else(|| {
+        Error::unsupported("no KDBG in this dump: the kernel's pool variables cannot be located")
+    })
 }
 
 /// The tagging database alone (`!poolused`).
 pub fn poolused(dump: &Dump, sort: SortBy, top: Option<usize>) -> Result<(Vec<TagUsage>, Sources)> {
-    let layout = PoolLayout::from_profile(&dump.profile)?;
     let mut sources = Sources::new();
-    let t = TrackerTable::read(&mut dump.space().translator(), need_kdbg(dump)?, &layout, &mut sources)?;
+    let layout = pool_layout(dump, &mut sources)?;
+    let kernel = Kernel {
+        kdbg: need_kdbg(dump)?,
+        symbols: dump.symbols.as_ref(),
+        layout: &layout,
+    };
+    let t = TrackerTable::read(&mut dump.space().translator(), kernel, &mut sources)?;
     Ok((t.poolused(sort, top), sources))
 }
 
 /// The pool page scan alone (`!poolfind` over every page).
 pub fn pool_scan(dump: &Dump, keep: &Keep) -> Result<(PoolScan, PoolLayout)> {
-    let layout = PoolLayout::from_profile(&dump.profile)?;
+    let layout = pool_layout(dump, &mut Sources::new())?;
     if layout.allocator != Allocator::Legacy {
         return Err(Error::unsupported(
             "segment-heap pool (build 18362+): the page-chain scan does not apply and the tag scan is not implemented yet",
@@ -222,13 +281,22 @@ pub fn pool_scan(dump: &Dump, keep: &Keep) -> Result<(PoolScan, PoolLayout)> {
     }
     let space = dump.space();
     let rmap = ReverseMap::build(&space);
-    Ok((crate::pool::pages::scan(&dump.physical(), &rmap, &layout, keep), layout))
+    Ok((
+        crate::pool::pages::scan(&dump.physical(), &rmap, &layout, keep),
+        layout,
+    ))
 }
 
 /// The big-pool table alone.
 pub fn big_pool(dump: &Dump) -> Result<BigPool> {
-    let layout = PoolLayout::from_profile(&dump.profile)?;
-    BigPool::read(&mut dump.space().translator(), need_kdbg(dump)?, &layout, &mut Sources::new())
+    let mut sources = Sources::new();
+    let layout = pool_layout(dump, &mut sources)?;
+    let kernel = Kernel {
+        kdbg: need_kdbg(dump)?,
+        symbols: dump.symbols.as_ref(),
+        layout: &layout,
+    };
+    BigPool::read(&mut dump.space().translator(), kernel, &mut sources)
 }
 
 /// The memory summary alone.

@@ -486,13 +486,19 @@ pub fn build_with(o: &Options) -> TestDump {
     p.u64(pml4 + SELF_MAP_SLOT * 8, pml4 | PRESENT_RW | NX);
     p.u64(pdpt + slot(KERNEL_REGION, 30) * 8, pd | PRESENT_RW);
     // 1 GiB page at PA 0; the PAT bit (12) must not leak into the address.
-    p.u64(pdpt + slot(HUGE_VA, 30) * 8, PRESENT_RW | LARGE | PAT_LARGE | NX);
+    p.u64(
+        pdpt + slot(HUGE_VA, 30) * 8,
+        PRESENT_RW | LARGE | PAT_LARGE | NX,
+    );
     p.u64(pd + slot(KERNEL_REGION, 21) * 8, pt | PRESENT_RW);
     p.u64(
         pd + slot(DRIVER_BASE, 21) * 8,
         (PFN_DRIVER * PAGE) | PRESENT_RW | LARGE | PAT_LARGE,
     );
-    p.u64(pd + slot(PT_MISSING_VA, 21) * 8, (PFN_PT_MISSING * PAGE) | PRESENT_RW);
+    p.u64(
+        pd + slot(PT_MISSING_VA, 21) * 8,
+        (PFN_PT_MISSING * PAGE) | PRESENT_RW,
+    );
     let pte = |va: u64| pt + slot(va, 12) * 8;
     p.u64(pte(KERN_BASE), (PFN_NT_HEADER * PAGE) | 0x21 | NX);
     p.u64(pte(NT_TEXT), (PFN_NT_TEXT * PAGE) | 0x21);
@@ -570,7 +576,10 @@ pub fn build_with(o: &Options) -> TestDump {
     field(0x48, &head.to_le_bytes());
     field(0x50, &aph.to_le_bytes());
     field(0xC0, &data_va(DATA_MM_PFN_DATABASE).to_le_bytes());
-    field(0xF8, &data_va(DATA_MM_NUMBER_OF_PHYSICAL_PAGES).to_le_bytes());
+    field(
+        0xF8,
+        &data_va(DATA_MM_NUMBER_OF_PHYSICAL_PAGES).to_le_bytes(),
+    );
     field(0x138, &PAGE.to_le_bytes()); // MmPageSize (a value)
     field(0x208, &data_va(DATA_NT_BUILD_LAB).to_le_bytes());
     field(0x218, &data_va(DATA_KI_PROCESSOR_BLOCK).to_le_bytes());
@@ -711,7 +720,7 @@ pub fn build_with(o: &Options) -> TestDump {
         put_u64(h, HDR_CONTEXT + 0x98, rsp);
         put_u64(h, HDR_CONTEXT + 0xF8, rip);
         put_u32(h, HDR_CONTEXT + 0x118, 0x1F80); // FltSave.MxCsr
-        // EXCEPTION_RECORD64
+                                                 // EXCEPTION_RECORD64
         h[HDR_EXCEPTION..HDR_DUMP_TYPE].fill(0);
         put_u32(h, HDR_EXCEPTION, 0xC000_0005);
         put_u64(h, HDR_EXCEPTION + 0x10, rip);
@@ -792,7 +801,12 @@ pub fn build_with(o: &Options) -> TestDump {
             false,
         ),
         t(HUGE_VA, 0, 0x4000_0000, false),
-        t(HUGE_VA + data_pa(DATA_KDBG), data_pa(DATA_KDBG), 0x4000_0000, false),
+        t(
+            HUGE_VA + data_pa(DATA_KDBG),
+            data_pa(DATA_KDBG),
+            0x4000_0000,
+            false,
+        ),
         t(
             HUGE_VA + (PFN_DRIVER + 1) * PAGE + 0x10,
             (PFN_DRIVER + 1) * PAGE + 0x10,

@@ -24,7 +24,12 @@ fn expected_type(v: Variant) -> DumpType {
 fn sizes_are_small() {
     for v in Variant::ALL {
         let t = testkit::build(v);
-        assert!(t.bytes.len() <= 64 * 1024, "{}: {}", v.name(), t.bytes.len());
+        assert!(
+            t.bytes.len() <= 64 * 1024,
+            "{}: {}",
+            v.name(),
+            t.bytes.len()
+        );
         assert_eq!(t.bytes.len() as u64, t.facts.required_dump_space);
     }
 }
@@ -95,11 +100,25 @@ fn page_maps_agree_with_layout() {
             let want = &t.bytes[off as usize..off as usize + 0x1000];
             assert_eq!(c.page(pfn), Some(want));
         }
-        for pfn in [0, 9, testkit::PFN_MISSING, 0x1FF, 0x202, 0x2EF, 0x2F0, 1 << 40] {
+        for pfn in [
+            0,
+            9,
+            testkit::PFN_MISSING,
+            0x1FF,
+            0x202,
+            0x2EF,
+            0x2F0,
+            1 << 40,
+        ] {
             assert_eq!(c.pages.lookup(pfn, &c.bytes), None, "pfn 0x{pfn:x}");
         }
         match (&c.pages, t.facts.layout) {
-            (PageMap::Bitmap { bits, first_page, .. }, Layout::Bitmap) => {
+            (
+                PageMap::Bitmap {
+                    bits, first_page, ..
+                },
+                Layout::Bitmap,
+            ) => {
                 assert_eq!(*bits, t.facts.bitmap_bits);
                 assert_eq!(*first_page, t.facts.first_page);
             }
@@ -146,13 +165,28 @@ fn check_translations(t: &testkit::TestDump, d: &Dump, what: &str) {
         };
         assert_eq!(d.translate(f.va).unwrap(), want, "{what}: va 0x{:x}", f.va);
         // twice through the cached translator: the cache must give the same answer
-        assert_eq!(tr.translate(f.va).unwrap(), want, "{what}: cached 0x{:x}", f.va);
-        assert_eq!(tr.translate(f.va).unwrap(), want, "{what}: cached 0x{:x}", f.va);
+        assert_eq!(
+            tr.translate(f.va).unwrap(),
+            want,
+            "{what}: cached 0x{:x}",
+            f.va
+        );
+        assert_eq!(
+            tr.translate(f.va).unwrap(),
+            want,
+            "{what}: cached 0x{:x}",
+            f.va
+        );
     }
     // and in reverse order with a fresh cache
     let mut tr = space.translator();
     for f in t.facts.translations.iter().rev() {
-        assert_eq!(tr.translate(f.va).unwrap().pa, f.pa, "{what}: rev 0x{:x}", f.va);
+        assert_eq!(
+            tr.translate(f.va).unwrap().pa,
+            f.pa,
+            "{what}: rev 0x{:x}",
+            f.va
+        );
     }
 }
 
@@ -205,7 +239,10 @@ fn virtual_reads_match_physical() {
         }
         // the driver's pattern page through the 2 MiB page and through the 1 GiB page
         let want: Vec<u8> = (0x10..0x30u32).map(|i| (i as u8) ^ 0xA5).collect();
-        assert_eq!(d.read_virtual(testkit::DRIVER_BASE + 0x1010, 0x20).unwrap(), want);
+        assert_eq!(
+            d.read_virtual(testkit::DRIVER_BASE + 0x1010, 0x20).unwrap(),
+            want
+        );
         assert_eq!(
             d.read_virtual(testkit::HUGE_VA + 0x20_1010, 0x20).unwrap(),
             want
@@ -230,9 +267,16 @@ fn holes_report_their_location() {
             let e = d.translate(va).unwrap_err();
             assert_eq!(e.kind, ErrorKind::NotPresent, "{}: 0x{va:x}: {e}", v.name());
             assert_eq!(e.location, Location::Virtual(va));
-            assert!(e.reason.contains(why), "0x{va:x}: {:?} lacks {why:?}", e.reason);
+            assert!(
+                e.reason.contains(why),
+                "0x{va:x}: {:?} lacks {why:?}",
+                e.reason
+            );
             let e = d.read_virtual(va, 8).unwrap_err();
-            assert_eq!((e.kind, e.location), (ErrorKind::NotPresent, Location::Virtual(va)));
+            assert_eq!(
+                (e.kind, e.location),
+                (ErrorKind::NotPresent, Location::Virtual(va))
+            );
         }
         for &(va, pa) in &t.facts.unreadable {
             assert_eq!(d.translate(va).unwrap().pa, pa);
@@ -244,9 +288,7 @@ fn holes_report_their_location() {
             assert_eq!(e.location, Location::Physical(pa + 0x10), "{e}");
         }
         // a virtual read that runs off the end of nt's data into the hole names the hole
-        let e = d
-            .read_virtual(testkit::NT_DATA + 0xFF8, 16)
-            .unwrap_err();
+        let e = d.read_virtual(testkit::NT_DATA + 0xFF8, 16).unwrap_err();
         assert_eq!(e.location, Location::Virtual(testkit::NT_HOLE), "{e}");
         // a physical read that runs past the last stored page of a run names the first lost byte
         let e = d.read_physical(0x8FF8, 16).unwrap_err();
@@ -312,9 +354,15 @@ fn check_kdbg_contents(t: &testkit::TestDump, d: &Dump) {
     assert_eq!(k.block, f.kdbg_block);
     assert_eq!(k.kern_base(), Some(f.kern_base));
     assert_eq!(k.field("PsLoadedModuleList"), Some(f.ps_loaded_module_list));
-    assert_eq!(k.field("PsActiveProcessHead"), Some(f.ps_active_process_head));
+    assert_eq!(
+        k.field("PsActiveProcessHead"),
+        Some(f.ps_active_process_head)
+    );
     assert_eq!(k.value("MmPfnDatabase"), Some(f.mm_pfn_database));
-    assert_eq!(k.value("CmNtCSDVersion"), Some(u64::from(f.cm_nt_csd_version)));
+    assert_eq!(
+        k.value("CmNtCSDVersion"),
+        Some(u64::from(f.cm_nt_csd_version))
+    );
     assert_eq!(
         k.value("MmNumberOfPhysicalPages"),
         Some(f.mm_number_of_physical_pages)
@@ -423,7 +471,10 @@ fn kdbg_via_physical_scan() {
         check_kdbg_contents(&t, &d);
         // the module list comes from the KDBG's PsLoadedModuleList
         assert_eq!(d.modules.list.len(), 2);
-        assert_eq!(d.symbolize(testkit::KERN_BASE + 0x10).as_deref(), Some("nt+0x10"));
+        assert_eq!(
+            d.symbolize(testkit::KERN_BASE + 0x10).as_deref(),
+            Some("nt+0x10")
+        );
     }
 }
 
@@ -445,14 +496,17 @@ fn open_from_file_and_zstd() {
         let d = Dump::open(&zst, &DumpOptions::default()).unwrap();
         assert!(d.container.decompressed);
         assert_eq!(d.container.file_size(), t.bytes.len() as u64);
-        assert_eq!(d.symbolize(testkit::DRIVER_BASE + 4).as_deref(), Some("testdrv+0x4"));
+        assert_eq!(
+            d.symbolize(testkit::DRIVER_BASE + 4).as_deref(),
+            Some("testdrv+0x4")
+        );
 
         let small = DumpOptions {
             open: OpenOptions {
                 max_decompressed: 0x2000,
                 spool_dir: Some(dir.path().to_path_buf()),
             },
-            profile: None,
+            ..Default::default()
         };
         let e = Dump::open(&zst, &small).err().unwrap();
         assert_eq!(e.kind, ErrorKind::Limit);
@@ -538,11 +592,7 @@ fn bitmap_rank_random_sizes() {
         let bits = 1 + rng.next() % 3000;
         let density = rng.next() % 101;
         let bitmap: Vec<u8> = (0..bits.div_ceil(8))
-            .map(|_| {
-                (0..8).fold(0u8, |b, i| {
-                    b | (u8::from(rng.next() % 100 < density) << i)
-                })
-            })
+            .map(|_| (0..8).fold(0u8, |b, i| b | (u8::from(rng.next() % 100 < density) << i)))
             .collect();
         let (file, first_page) = testkit::bitmap_container(&bitmap, bits);
         let c = Container::from_bytes(file).unwrap();

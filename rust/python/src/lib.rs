@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use poolscope_core::findings::Thresholds;
-use poolscope_core::kernel::{bugcheck, profile, Kdbg as CoreKdbg, KdbgSource, Profile};
+use poolscope_core::kernel::{bugcheck, profile, Kdbg as CoreKdbg, KdbgSource, Profile, Symbols};
 use poolscope_core::pool::{tag, Blocks, Keep, SortBy};
 use poolscope_core::scan::{self, ScanOptions};
 use poolscope_core::{Dump as CoreDump, DumpOptions, Error, ErrorKind, Location};
@@ -251,13 +251,16 @@ fn kdbg_to_py(py: Python<'_>, k: &CoreKdbg) -> PyResult<Kdbg> {
 #[pymethods]
 impl Dump {
     #[new]
-    #[pyo3(signature = (path, *, max_decompressed=None, spool_dir=None, profile_json=None))]
+    #[pyo3(signature = (path, *, max_decompressed=None, spool_dir=None, profile_json=None, symbols_json=None, symbols_origin=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         max_decompressed: Option<u64>,
         spool_dir: Option<PathBuf>,
         profile_json: Option<String>,
+        symbols_json: Option<String>,
+        symbols_origin: Option<String>,
     ) -> PyResult<Self> {
         let mut opts = DumpOptions::default();
         if let Some(m) = max_decompressed {
@@ -266,6 +269,13 @@ impl Dump {
         opts.open.spool_dir = spool_dir;
         if let Some(text) = profile_json {
             opts.profile = Some(Profile::from_json(&text).map_err(|e| to_py(py, e))?);
+        }
+        if let Some(text) = symbols_json {
+            let origin = symbols_origin.unwrap_or_else(|| "(ISF)".into());
+            opts.symbols = Some(
+                py.detach(|| Symbols::from_isf(&text, &origin))
+                    .map_err(|e| to_py(py, e))?,
+            );
         }
         let p = path.clone();
         let dump = py
@@ -485,10 +495,16 @@ impl Dump {
             "nonpaged" => SortBy::NonPagedBytes,
             "paged" => SortBy::PagedBytes,
             "allocs" => SortBy::Allocs,
-            other => return Err(PyValueError::new_err(format!("sort must be nonpaged, paged or allocs, not {other:?}"))),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "sort must be nonpaged, paged or allocs, not {other:?}"
+                )))
+            }
         };
         let d = self.get()?;
-        let (rows, sources) = py.detach(|| scan::poolused(&d, sort, top)).map_err(|e| to_py(py, e))?;
+        let (rows, sources) = py
+            .detach(|| scan::poolused(&d, sort, top))
+            .map_err(|e| to_py(py, e))?;
         let rows: Vec<_> = rows.iter().map(scan::usage_json).collect();
         Ok(serde_json::json!({"rows": rows, "sources": sources}).to_string())
     }
@@ -508,9 +524,15 @@ impl Dump {
             (Some(ts), true) => Keep::Tags(parse_tags(&ts)?),
         };
         let d = self.get()?;
-        let (result, layout) = py.detach(|| scan::pool_scan(&d, &keep)).map_err(|e| to_py(py, e))?;
+        let (result, layout) = py
+            .detach(|| scan::pool_scan(&d, &keep))
+            .map_err(|e| to_py(py, e))?;
         let summary = scan::pool_scan_json(&result, Some(&layout)).to_string();
-        let cols = if blocks { Some(columns(py, &result.blocks)?) } else { None };
+        let cols = if blocks {
+            Some(columns(py, &result.blocks)?)
+        } else {
+            None
+        };
         Ok((summary, cols))
     }
 
@@ -546,7 +568,10 @@ impl Dump {
         let opts = ScanOptions {
             top,
             owner_tags,
-            thresholds: Thresholds { dominant_share, bigpool_share },
+            thresholds: Thresholds {
+                dominant_share,
+                bigpool_share,
+            },
             keep: Keep::None,
         };
         let d = self.get()?;
@@ -568,7 +593,11 @@ impl Dump {
 
 fn parse_tags(tags: &[String]) -> PyResult<Vec<u32>> {
     tags.iter()
-        .map(|t| tag::parse(t).map(tag::normalize).ok_or_else(|| PyValueError::new_err(format!("not a pool tag: {t:?}"))))
+        .map(|t| {
+            tag::parse(t)
+                .map(tag::normalize)
+                .ok_or_else(|| PyValueError::new_err(format!("not a pool tag: {t:?}")))
+        })
         .collect()
 }
 
@@ -581,7 +610,10 @@ fn columns<'py>(py: Python<'py>, b: &Blocks) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("va", PyBytes::new(py, &le(&b.va, u64::to_le_bytes)))?;
     d.set_item("tag", PyBytes::new(py, &le(&b.tag, u32::to_le_bytes)))?;
     d.set_item("size", PyBytes::new(py, &le(&b.size, u32::to_le_bytes)))?;
-    d.set_item("previous_size", PyBytes::new(py, &le(&b.previous_size, u32::to_le_bytes)))?;
+    d.set_item(
+        "previous_size",
+        PyBytes::new(py, &le(&b.previous_size, u32::to_le_bytes)),
+    )?;
     d.set_item("pool", PyBytes::new(py, &b.pool))?;
     let alloc: Vec<u8> = b.allocated.iter().map(|&a| u8::from(a)).collect();
     d.set_item("allocated", PyBytes::new(py, &alloc))?;

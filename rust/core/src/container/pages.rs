@@ -137,7 +137,10 @@ fn extents_from_runs(runs: &[Run], first: u64, file_len: u64, desc_off: u64) -> 
     let mut out = Vec::with_capacity(runs.len());
     for (i, r) in runs.iter().enumerate() {
         // The same bound as the header's runs: RDMP ranges must not wrap the PFN space.
-        if r.base_page.checked_add(r.page_count).is_none_or(|e| e > 1 << 40) {
+        if r.base_page
+            .checked_add(r.page_count)
+            .is_none_or(|e| e > 1 << 40)
+        {
             return Err(Error::format(
                 desc_off + 0x10 * i as u64,
                 format!(

@@ -49,14 +49,18 @@ impl ReverseMap {
             _ => out.push(Range { pfn, pages, va }),
         };
         let mut budget = MAX_PT_PAGES;
-        let Some(pml4) = entries(space.dtb) else { return Self::default() };
+        let Some(pml4) = entries(space.dtb) else {
+            return Self::default();
+        };
         for (i4, &e4) in pml4.iter().enumerate().skip(256) {
             // The self-map entry points back at the PML4: mapping it would list every table.
             if e4 & PRESENT == 0 || e4 & ADDR_MASK == space.dtb {
                 continue;
             }
             let va4 = sign_extend((i4 as u64) << 39);
-            let Some(pdpt) = entries(e4 & ADDR_MASK) else { continue };
+            let Some(pdpt) = entries(e4 & ADDR_MASK) else {
+                continue;
+            };
             for (i3, &e3) in pdpt.iter().enumerate() {
                 if e3 & PRESENT == 0 {
                     continue;
@@ -66,7 +70,9 @@ impl ReverseMap {
                     push((e3 & ADDR_1G) >> 12, 1 << 18, va3);
                     continue;
                 }
-                let Some(pd) = entries(e3 & ADDR_MASK) else { continue };
+                let Some(pd) = entries(e3 & ADDR_MASK) else {
+                    continue;
+                };
                 for (i2, &e2) in pd.iter().enumerate() {
                     if e2 & PRESENT == 0 {
                         continue;
@@ -80,7 +86,9 @@ impl ReverseMap {
                         continue;
                     }
                     budget -= 1;
-                    let Some(pt) = entries(e2 & ADDR_MASK) else { continue };
+                    let Some(pt) = entries(e2 & ADDR_MASK) else {
+                        continue;
+                    };
                     for (i1, &e1) in pt.iter().enumerate() {
                         if e1 & PRESENT != 0 {
                             push((e1 & ADDR_MASK) >> 12, 1, va2 | ((i1 as u64) << 12));

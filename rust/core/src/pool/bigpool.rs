@@ -1,12 +1,10 @@
 //! The big-pool table (POOL_TRACKER_BIG_PAGES): allocations of a page or more, which have no
 //! POOL_HEADER and are found only here.
 
-use super::globals::{self, Sources};
-use super::layout::PoolLayout;
+use super::globals::{self, Kernel, Sources};
 use super::pages::Pool;
 use super::tag;
 use crate::error::{Error, Result};
-use crate::kernel::Kdbg;
 use crate::memory::Translator;
 
 /// MemProcFS's bound on PoolBigPageTableSize; larger is not a big-pool table.
@@ -33,9 +31,10 @@ pub struct BigPool {
 }
 
 impl BigPool {
-    pub fn read(tr: &mut Translator, kdbg: &Kdbg, layout: &PoolLayout, sources: &mut Sources) -> Result<Self> {
-        let table = globals::value_of(tr, "PoolBigPageTable", kdbg, layout, sources)?;
-        let entries = globals::value_of(tr, "PoolBigPageTableSize", kdbg, layout, sources)?;
+    pub fn read(tr: &mut Translator, k: Kernel, sources: &mut Sources) -> Result<Self> {
+        let layout = k.layout;
+        let table = globals::value_of(tr, "PoolBigPageTable", k, sources)?;
+        let entries = globals::value_of(tr, "PoolBigPageTableSize", k, sources)?;
         if table == 0 || entries == 0 || entries > MAX_ENTRIES {
             return Err(Error::not_present(
                 table,
@@ -43,9 +42,15 @@ impl BigPool {
             ));
         }
         let e = &layout.big_page;
-        let (va_f, key_f, type_f, bytes_f) =
-            (e.field("Va")?, e.field("Key")?, e.field("PoolType")?, e.field("NumberOfBytes")?);
-        let raw = tr.read_vec(table, entries as usize * e.size).map_err(|e| e.context("PoolBigPageTable"))?;
+        let (va_f, key_f, type_f, bytes_f) = (
+            e.field("Va")?,
+            e.field("Key")?,
+            e.field("PoolType")?,
+            e.field("NumberOfBytes")?,
+        );
+        let raw = tr
+            .read_vec(table, entries as usize * e.size)
+            .map_err(|e| e.context("PoolBigPageTable"))?;
         let pages = raw
             .chunks_exact(e.size)
             .filter_map(|row| {
@@ -61,11 +66,19 @@ impl BigPool {
                     bytes: bytes_f.read(row),
                     pool_type,
                     // Big pages store the requested POOL_TYPE: bit 0 paged, 0x20 session.
-                    pool: Pool::classify(u64::from(pool_type), layout.paged_mask, layout.session_mask),
+                    pool: Pool::classify(
+                        u64::from(pool_type),
+                        layout.paged_mask,
+                        layout.session_mask,
+                    ),
                     free: va & FREE_BIT != 0,
                 })
             })
             .collect();
-        Ok(Self { va: table, entries, pages })
+        Ok(Self {
+            va: table,
+            entries,
+            pages,
+        })
     }
 }

@@ -5,61 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::bytes::{parse_int, Le};
+use crate::bytes::parse_int;
 use crate::error::{Error, Result};
-use crate::kernel::Profile;
-
-/// A field of a fixed-size entry: offset and width, optionally a bit range of it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Field {
-    pub offset: String,
-    pub width: u8,
-    #[serde(default)]
-    pub shift: Option<u8>,
-    #[serde(default)]
-    pub bits: Option<u8>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct FieldAt {
-    offset: usize,
-    width: u8,
-    shift: u8,
-    bits: u8,
-}
-
-impl FieldAt {
-    fn new(f: &Field) -> Option<Self> {
-        let offset = parse_int(&f.offset)? as usize;
-        matches!(f.width, 1 | 2 | 4 | 8).then_some(Self {
-            offset,
-            width: f.width,
-            shift: f.shift.unwrap_or(0),
-            bits: f.bits.unwrap_or(f.width * 8),
-        })
-    }
-
-    #[inline]
-    pub fn read(&self, entry: &[u8]) -> u64 {
-        let raw = match self.width {
-            1 => entry.u8_at(self.offset).map(u64::from),
-            2 => entry.u16_at(self.offset).map(u64::from),
-            4 => entry.u32_at(self.offset).map(u64::from),
-            _ => entry.u64_at(self.offset),
-        }
-        .unwrap_or(0);
-        let v = raw >> self.shift;
-        if self.bits >= 64 {
-            v
-        } else {
-            v & ((1u64 << self.bits) - 1)
-        }
-    }
-
-    pub fn end(&self) -> usize {
-        self.offset + self.width as usize
-    }
-}
+use crate::kernel::fields::{Field, FieldAt};
+use crate::kernel::{Profile, Symbols};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Global {
@@ -104,7 +53,8 @@ impl Entry {
             if name == "size" {
                 continue;
             }
-            let f: Field = serde_json::from_value(v.clone()).map_err(|e| bad(format!("{name}: {e}")))?;
+            let f: Field =
+                serde_json::from_value(v.clone()).map_err(|e| bad(format!("{name}: {e}")))?;
             let at = FieldAt::new(&f).ok_or_else(|| bad(format!("{name}: bad offset/width")))?;
             if at.end() > size {
                 return Err(bad(format!("{name} ends past the entry size 0x{size:x}")));
@@ -121,6 +71,17 @@ impl Entry {
             .ok_or_else(|| Error::format(0, format!("profile lacks pool entry field {name}")))
     }
 }
+
+const TRACKER_FIELDS: [&str; 7] = [
+    "Key",
+    "NonPagedAllocs",
+    "NonPagedFrees",
+    "NonPagedBytes",
+    "PagedAllocs",
+    "PagedFrees",
+    "PagedBytes",
+];
+const BIG_PAGE_FIELDS: [&str; 4] = ["Va", "Key", "PoolType", "NumberOfBytes"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allocator {
@@ -154,8 +115,8 @@ impl PoolLayout {
             .extra
             .get("pool")
             .ok_or_else(|| Error::format(0, format!("profile {} has no pool section", p.name)))?;
-        let raw: Raw =
-            serde_json::from_value(v.clone()).map_err(|e| Error::format(0, format!("profile {} pool: {e}", p.name)))?;
+        let raw: Raw = serde_json::from_value(v.clone())
+            .map_err(|e| Error::format(0, format!("profile {} pool: {e}", p.name)))?;
         let int = |m: &BTreeMap<String, String>, k: &str| {
             m.get(k)
                 .and_then(|s| parse_int(s))
@@ -164,7 +125,12 @@ impl PoolLayout {
         let allocator = match raw.layout.as_str() {
             "legacy" => Allocator::Legacy,
             "segment_heap" => Allocator::SegmentHeap,
-            other => return Err(Error::format(0, format!("profile {}: unknown pool layout {other}", p.name))),
+            other => {
+                return Err(Error::format(
+                    0,
+                    format!("profile {}: unknown pool layout {other}", p.name),
+                ))
+            }
         };
         let h = &raw.pool_header;
         Ok(Self {
@@ -183,6 +149,34 @@ impl PoolLayout {
             big_page: Entry::parse("big_page", &raw.big_page)?,
             globals: raw.globals,
         })
+    }
+
+    /// Replace the profile's entry layouts with a symbol table's, where it has them.
+    pub fn apply_symbols(&mut self, syms: &Symbols, sources: &mut super::globals::Sources) {
+        for (ty, entry, names) in [
+            (
+                "_POOL_TRACKER_TABLE",
+                &mut self.tracker,
+                &TRACKER_FIELDS[..],
+            ),
+            (
+                "_POOL_TRACKER_BIG_PAGES",
+                &mut self.big_page,
+                &BIG_PAGE_FIELDS[..],
+            ),
+        ] {
+            let Some(t) = syms.types.get(ty) else {
+                continue;
+            };
+            if t.size == 0 || !names.iter().all(|n| t.fields.contains_key(*n)) {
+                continue;
+            }
+            entry.size = t.size;
+            for n in names {
+                entry.fields.insert((*n).to_string(), t.fields[*n]);
+            }
+            sources.insert(ty.into(), format!("symbols {}", syms.origin));
+        }
     }
 
     pub fn layout_name(&self) -> &'static str {

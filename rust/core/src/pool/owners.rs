@@ -23,8 +23,10 @@ const MAX_IMAGE: u64 = 256 << 20;
 /// For each tag, the modules holding its bytes; pages of an image absent from the dump are
 /// skipped (kernel dumps may lack discardable sections). Matches spanning two pages count.
 pub fn find(space: &AddressSpace, modules: &Modules, tags: &[u32]) -> Vec<(u32, Vec<Owner>)> {
-    let finders: Vec<(u32, memmem::Finder)> =
-        tags.iter().map(|&t| (t, memmem::Finder::new(&t.to_le_bytes()).into_owned())).collect();
+    let finders: Vec<(u32, memmem::Finder)> = tags
+        .iter()
+        .map(|&t| (t, memmem::Finder::new(&t.to_le_bytes()).into_owned()))
+        .collect();
     let per_module: Vec<Vec<Vec<u64>>> = modules
         .list
         .par_iter()
@@ -70,7 +72,11 @@ pub fn find(space: &AddressSpace, modules: &Modules, tags: &[u32]) -> Vec<(u32, 
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| !per_module[*j][i].is_empty())
-                .map(|(j, m)| Owner { module: m.name.clone(), base: m.base, offsets: per_module[j][i].clone() })
+                .map(|(j, m)| Owner {
+                    module: m.name.clone(),
+                    base: m.base,
+                    offsets: per_module[j][i].clone(),
+                })
                 .collect();
             (*t, owners)
         })

@@ -74,7 +74,16 @@ pub struct Blocks {
 }
 
 impl Blocks {
-    fn push(&mut self, pa: u64, va: u64, t: u32, size: u32, prev: u32, pool: Pool, allocated: bool) {
+    fn push(
+        &mut self,
+        pa: u64,
+        va: u64,
+        t: u32,
+        size: u32,
+        prev: u32,
+        pool: Pool,
+        allocated: bool,
+    ) {
         self.pa.push(pa);
         self.va.push(va);
         self.tag.push(t);
@@ -166,7 +175,11 @@ fn acceptable(h: &Header) -> Option<bool> {
 
 /// Validate one page's chain; on success, call `each(offset, header, allocated)` per block.
 #[inline]
-fn walk_chain(page: &[u8], l: &PoolLayout, mut each: impl FnMut(usize, &Header, bool)) -> Result<(), bool> {
+fn walk_chain(
+    page: &[u8],
+    l: &PoolLayout,
+    mut each: impl FnMut(usize, &Header, bool),
+) -> Result<(), bool> {
     let units = PAGE_SIZE / l.block_unit;
     // First header: cheap checks that reject almost every non-pool page.
     let first = header(page, 0, l).ok_or(false)?;
@@ -208,7 +221,14 @@ fn walk_chain(page: &[u8], l: &PoolLayout, mut each: impl FnMut(usize, &Header, 
     Ok(())
 }
 
-fn scan_range(phys: &PhysicalMemory, rmap: &ReverseMap, l: &PoolLayout, start: u64, end: u64, keep: &Keep) -> PoolScan {
+fn scan_range(
+    phys: &PhysicalMemory,
+    rmap: &ReverseMap,
+    l: &PoolLayout,
+    start: u64,
+    end: u64,
+    keep: &Keep,
+) -> PoolScan {
     let mut s = PoolScan::default();
     for pfn in start..end {
         let Ok(page) = phys.page(pfn) else { continue };
@@ -255,13 +275,20 @@ fn scan_range(phys: &PhysicalMemory, rmap: &ReverseMap, l: &PoolLayout, start: u
 }
 
 /// Scan every present page in parallel (legacy allocator). Blocks come back in PA order.
-pub fn scan(phys: &PhysicalMemory, rmap: &ReverseMap, layout: &PoolLayout, keep: &Keep) -> PoolScan {
+pub fn scan(
+    phys: &PhysicalMemory,
+    rmap: &ReverseMap,
+    layout: &PoolLayout,
+    keep: &Keep,
+) -> PoolScan {
     let chunks: Vec<(u64, u64)> = phys
         .present_runs()
         .iter()
         .flat_map(|r| {
             let end = r.base_page + r.page_count;
-            (r.base_page..end).step_by(CHUNK_PAGES as usize).map(move |s| (s, (s + CHUNK_PAGES).min(end)))
+            (r.base_page..end)
+                .step_by(CHUNK_PAGES as usize)
+                .map(move |s| (s, (s + CHUNK_PAGES).min(end)))
         })
         .collect();
     chunks

@@ -15,7 +15,13 @@ pub fn to_string(tag: u32) -> String {
     normalize(tag)
         .to_le_bytes()
         .iter()
-        .map(|&b| if (0x20..0x7F).contains(&b) { b as char } else { '?' })
+        .map(|&b| {
+            if (0x20..0x7F).contains(&b) {
+                b as char
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 

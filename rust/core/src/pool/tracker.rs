@@ -1,10 +1,8 @@
 //! The pool tagging database (POOL_TRACKER_TABLE): what `!poolused` and poolmon show.
 
-use super::globals::{self, Sources};
-use super::layout::PoolLayout;
+use super::globals::{self, Kernel, Sources};
 use super::tag;
 use crate::error::{Error, Result};
-use crate::kernel::Kdbg;
 use crate::memory::Translator;
 
 /// A table larger than this is not a tracker table (real ones hold a few thousand entries).
@@ -55,9 +53,10 @@ pub enum SortBy {
 }
 
 impl TrackerTable {
-    pub fn read(tr: &mut Translator, kdbg: &Kdbg, layout: &PoolLayout, sources: &mut Sources) -> Result<Self> {
-        let table = globals::value_of(tr, "PoolTrackTable", kdbg, layout, sources)?;
-        let entries = globals::value_of(tr, "PoolTrackTableSize", kdbg, layout, sources)?;
+    pub fn read(tr: &mut Translator, k: Kernel, sources: &mut Sources) -> Result<Self> {
+        let layout = k.layout;
+        let table = globals::value_of(tr, "PoolTrackTable", k, sources)?;
+        let entries = globals::value_of(tr, "PoolTrackTableSize", k, sources)?;
         if table == 0 || entries == 0 || entries > MAX_ENTRIES {
             return Err(Error::not_present(
                 table,
@@ -74,7 +73,9 @@ impl TrackerTable {
             e.field("PagedFrees")?,
             e.field("PagedBytes")?,
         );
-        let bytes = tr.read_vec(table, (entries as usize) * e.size).map_err(|e| e.context("PoolTrackTable"))?;
+        let bytes = tr
+            .read_vec(table, (entries as usize) * e.size)
+            .map_err(|e| e.context("PoolTrackTable"))?;
         let usage = bytes
             .chunks_exact(e.size)
             .filter_map(|row| {
@@ -90,7 +91,11 @@ impl TrackerTable {
                 })
             })
             .collect();
-        Ok(Self { va: table, entries, usage })
+        Ok(Self {
+            va: table,
+            entries,
+            usage,
+        })
     }
 
     /// `!poolused` rows: one per tag (rows of the same tag summed), entries whose bytes are
@@ -98,15 +103,26 @@ impl TrackerTable {
     pub fn poolused(&self, sort: SortBy, top: Option<usize>) -> Vec<TagUsage> {
         let mut by_tag: std::collections::HashMap<u32, TagUsage> = std::collections::HashMap::new();
         for u in &self.usage {
-            by_tag.entry(u.tag).or_insert(TagUsage { tag: u.tag, ..Default::default() }).add(u);
+            by_tag
+                .entry(u.tag)
+                .or_insert(TagUsage {
+                    tag: u.tag,
+                    ..Default::default()
+                })
+                .add(u);
         }
-        let mut rows: Vec<TagUsage> =
-            by_tag.into_values().filter(|u| u.nonpaged_bytes != 0 || u.paged_bytes != 0).collect();
+        let mut rows: Vec<TagUsage> = by_tag
+            .into_values()
+            .filter(|u| u.nonpaged_bytes != 0 || u.paged_bytes != 0)
+            .collect();
         rows.sort_by(|a, b| {
             let key = |u: &TagUsage| match sort {
                 SortBy::NonPagedBytes => (u.nonpaged_bytes, u.paged_bytes),
                 SortBy::PagedBytes => (u.paged_bytes, u.nonpaged_bytes),
-                SortBy::Allocs => (u.nonpaged_in_use() + u.paged_in_use(), u.nonpaged_bytes + u.paged_bytes),
+                SortBy::Allocs => (
+                    u.nonpaged_in_use() + u.paged_in_use(),
+                    u.nonpaged_bytes + u.paged_bytes,
+                ),
             };
             key(b).cmp(&key(a)).then(a.tag.cmp(&b.tag))
         });

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import struct
+import time
 
 import kdmp_parser
 import pytest
@@ -283,7 +284,13 @@ def test_kdbg_modules_and_images_through_kdmp(forged, scenario):
         for s in m["strings"]:
             assert view.read(m["base"] + s["offset"], len(s["text"])) == s["text"].encode()
     myfault = truth.module("myfault.sys")
-    assert [s["text"] for s in myfault["strings"]] == ["Leak"]
+    assert [(s["tag"], s["offset"]) for s in myfault["tag_sites"]] == [
+        ("Leak", 0x1634),
+        ("Leak", 0x16A0),
+    ]
+    for m in t["modules"]:
+        for s in m["tag_sites"]:  # mov r8d, tag
+            assert view.read(m["base"] + s["offset"] - 2, 6) == b"\x41\xb8" + s["tag"].encode()
 
     # KiProcessorBlock -> PRCB -> Context: CPU 0's context is the header context
     prcb_ctx = k["fields"]["OffsetPrcbContext"]
@@ -383,7 +390,8 @@ def test_fill_pattern_and_zero(tmp_path):
         assert pat.page_bytes(pfn) == zero.page_bytes(pfn)
     unused = next(p for p in pat.present_pfns() if p not in set(pat.content_pfns()))
     page = pat.page_bytes(unused)
-    assert struct.unpack_from("<Q", page)[0] == unused and all(b >= 0x80 for b in page[16:])
+    assert struct.unpack_from("<Q", page)[0] == unused << 8 | 0xF5
+    assert all(b >= 0x80 for b in page[16:])
     assert zero.page_bytes(unused) == bytes(PAGE)
     with pytest.raises(KeyError):
         pat.page_bytes(0)
@@ -477,3 +485,491 @@ def test_pool_blocks_have_page_chained_headers(forged):
         assert units >= 1
         prev, units_total, off = units, units_total + units, off + units * 16
     assert units_total == PAGE // 16
+
+
+# ---------------------------------------------------------------------- pool
+POOL_TYPE_STORED = {"nonpaged": 2, "paged": 3, "session_nonpaged": 0x22, "session_paged": 0x23}
+COUNTERS = ("allocs", "frees", "bytes")
+
+
+class PoolLayoutView:
+    """The profile's pool section, parsed here independently of the forge."""
+
+    def __init__(self, build: int):
+        p = load_profile(build)["pool"]
+        self.p = p
+        self.hdr = {k: int(v, 16) for k, v in p["pool_header"].items()}
+        self.globals = p.get("globals", {})
+
+    def entry(self, what: str, raw: bytes, at: int) -> dict[str, int]:
+        out = {}
+        for name, f in self.p[what].items():
+            if name == "size":
+                continue
+            off, width = int(f["offset"], 16), f["width"]
+            v = int.from_bytes(raw[at + off : at + off + width], "little") >> f.get("shift", 0)
+            out[name] = v & ((1 << f["bits"]) - 1) if "bits" in f else v
+        return out
+
+    def size(self, what: str) -> int:
+        return int(self.p[what]["size"], 16)
+
+    def header(self, page: bytes, off: int) -> tuple[int, int, int, int, int]:
+        """(PreviousSize, PoolIndex, BlockSize, PoolType, tag) in units / raw."""
+        h = self.hdr
+        t = h["PoolTag"]
+        return (
+            page[off + h["PreviousSize"]],
+            page[off + h["PoolIndex"]],
+            page[off + h["BlockSize"]],
+            page[off + h["PoolType"]],
+            int.from_bytes(page[off + t : off + t + 4], "little"),
+        )
+
+
+def _tag(raw: int) -> str:
+    b = (raw & 0x7FFFFFFF).to_bytes(4, "little")
+    return "".join(chr(c) if 0x20 <= c < 0x7F else "?" for c in b)
+
+
+def _plausible(raw: int) -> bool:
+    b = (raw & 0x7FFFFFFF).to_bytes(4, "little")
+    return all(0x20 <= c < 0x7F for c in b) and b[0] != 0x20
+
+
+def _chain(page: bytes, lay: PoolLayoutView) -> list[tuple[int, int, int, int, int]] | None:
+    """The page's headers if it is a valid chain, else None (spec section 1)."""
+    out, off, prev = [], 0, 0
+    while off < 256:
+        h = lay.header(page, off * 16)
+        p, _, units, ptype, tag = h
+        if p != prev or units == 0 or off + units > 256:
+            return None
+        if not (_plausible(tag) or (ptype == 0 and tag == 0)):
+            return None
+        out.append(h)
+        prev, off = units, off + units
+    alloc = [h[3] & 1 for h in out if h[3]]
+    return out if alloc and len(set(alloc)) == 1 else None
+
+
+def _spec_tracker_hash(tag: int, mask: int) -> int:
+    r = 40543 * tag
+    return (r ^ (r >> 32)) & mask
+
+
+def _spec_big_hash(va: int, mask: int) -> int:
+    p = (va >> 12) & 0xFFFFFFFF  # ReactOS: (ULONG)(Va >> PAGE_SHIFT)
+    return (p ^ (p >> 8) ^ (p >> 16) ^ (p >> 24)) & mask
+
+
+def _probed(table_keys: list[int], home: int, at: int, mask: int) -> bool:
+    """Linear probing: every slot from ``home`` up to ``at`` is taken."""
+    i = home
+    while i != at:
+        if not table_keys[i]:
+            return False
+        i = (i + 1) & mask
+    return True
+
+
+def _by_page(blocks):
+    pages: dict[int, list] = {}
+    for b in blocks:
+        pages.setdefault(b["pa"] >> 12, []).append(b)
+    return pages
+
+
+def test_pool_pages_are_valid_chains_matching_the_truth(forged):
+    path, truth = forged("win7sp1")
+    p = truth.pool
+    lay = PoolLayoutView(7601)
+    kd = kdmp_parser.KernelDumpParser(path)
+    pages = _by_page(p["blocks"])
+    assert len(pages) == p["scan"]["pool_pages"] > 50
+    pools = set()
+    for pfn, blocks in pages.items():
+        page = bytes(kd.read_physical_page(pfn * PAGE))
+        assert page == truth.page_bytes(pfn)
+        chain = _chain(page, lay)
+        assert chain is not None, hex(pfn)
+        assert len(chain) == len(blocks) and sum(h[2] for h in chain) == 256
+        assert any(b["allocated"] for b in blocks)
+        pool = {b["pool"] for b in blocks}
+        assert len(pool) == 1
+        pool = pool.pop()
+        pools.add(pool)
+        page_va = blocks[0]["va"] & ~0xFFF
+        assert kd.translate_virtual(page_va) == pfn * PAGE
+        for h, b in zip(chain, blocks, strict=True):
+            prev, index, units, ptype, tag = h
+            assert (b["size"], b["previous_size"]) == (units * 16, prev * 16)
+            assert b["va"] - page_va == b["pa"] - pfn * PAGE
+            assert index == (1 if pool == "paged" else 0)
+            assert ptype == (POOL_TYPE_STORED[pool] if b["allocated"] else 0)
+            assert _tag(tag) == b["tag"]
+            protected = bool(tag & 0x80000000)
+            assert protected == (b["allocated"] and b["tag"] in p["protected_tags"])
+            body = page[(b["pa"] & 0xFFF) + 16 : (b["pa"] & 0xFFF) + b["size"]]
+            assert not body or any(body)
+    assert pools == {"nonpaged", "paged", "session_nonpaged", "session_paged"}
+    # Win7 object tags carry the protected bit: Proc = 50 72 6F E3, Thre = 54 68 72 E5
+    raw = open(path, "rb").read()
+    assert b"\x02\x50\x72\x6f\xe3" in raw and b"\x02\x54\x68\x72\xe5" in raw
+    # the kernel's own small allocations are blocks of these pages
+    blocks = {b["va"]: b for b in p["blocks"]}
+    small = [a for a in truth.pool_allocations if a["kind"] == "small"]
+    assert {a["tag"] for a in small} == {"MmLd", "MmPh"}
+    for a in small:
+        b = blocks[a["va"]]
+        assert (b["tag"], b["size"], b["allocated"]) == (a["tag"], a["size"], True)
+    free = [b for b in p["blocks"] if not b["allocated"]]
+    assert len(free) >= 60 and any(b["tag"] == "????" for b in free)
+    assert any(b["tag"] != "????" for b in free)
+
+
+def test_scan_summary_and_tracker_agree_with_blocks_and_big_pool(forged):
+    for name in ("win7sp1", "win7sp1-leak"):
+        _, truth = forged(name)
+        p = truth.pool
+        agg: dict[tuple[str, str], list[int]] = {}
+        for b in p["blocks"]:
+            c = agg.setdefault((b["tag"], b["pool"]), [0, 0, 0, 0])
+            i = 0 if b["allocated"] else 2
+            c[i] += 1
+            c[i + 1] += b["size"]
+        assert {(t["tag"], t["pool"]): [t["allocated"], t["allocated_bytes"], t["free"],
+                t["free_bytes"]] for t in p["scan"]["tags"]} == agg  # fmt: skip
+        # Allocs - Frees = allocated blocks + live big entries; Bytes = their sizes
+        want: dict[tuple[str, str], list[int]] = {}
+        for b in p["blocks"]:
+            if b["allocated"] and b["pool"] in ("nonpaged", "paged"):
+                w = want.setdefault((b["tag"], b["pool"]), [0, 0])
+                w[0] += 1
+                w[1] += b["size"]
+        for b in p["bigpool"]["rows"]:
+            if not b["free"]:
+                w = want.setdefault((b["tag"], b["pool"]), [0, 0])
+                w[0] += 1
+                w[1] += b["bytes"]
+        got = {}
+        only_frees = 0
+        for r in p["tracker"]["rows"]:
+            for pool in ("nonpaged", "paged"):
+                a, f, n = (r[f"{pool}_{c}"] for c in COUNTERS)
+                assert a >= f >= 0
+                if a - f or n:
+                    got[(r["tag"], pool)] = [a - f, n]
+                if a and a == f and not n:
+                    only_frees += 1
+        assert got == want
+        assert only_frees >= 1
+        tracked = {r["tag"] for r in p["tracker"]["rows"]}
+        assert not {"Gla5", "Usqm", "Ustx"} & tracked  # session pool: its own tables
+        assert len(tracked) == len(p["tracker"]["rows"])
+
+
+def test_tracker_table_in_memory_hash_placement(forged):
+    path, truth = forged("win7sp1")
+    p = truth.pool
+    lay = PoolLayoutView(7601)
+    view = KdView(path)
+    var = truth.kdbg["fields"]["PoolTrackTable"]
+    assert var == p["globals"]["PoolTrackTable"]
+    table = view.q(var)
+    assert table == p["tracker"]["va"] == truth.kdbg["values"]["PoolTrackTable"]
+    g = lay.globals["PoolTrackTableSize"]
+    entries = view.q(var + int(g["delta"], 16))
+    assert entries == p["tracker"]["entries"] == 0x401
+    esz = lay.size("tracker")
+    raw = view.read(table, entries * esz)
+    rows = [lay.entry("tracker", raw, i * esz) for i in range(entries)]
+    keys = [r["Key"] for r in rows]
+    assert not any(raw[(entries - 1) * esz :])  # the overflow bucket is unused
+    mask = entries - 2
+    got = []
+    for i, r in enumerate(rows):
+        if not r["Key"]:
+            continue
+        assert _probed(keys, _spec_tracker_hash(r["Key"], mask), i, mask)
+        got.append(
+            {"tag": _tag(r["Key"]), "nonpaged_allocs": r["NonPagedAllocs"],
+             "nonpaged_frees": r["NonPagedFrees"], "nonpaged_bytes": r["NonPagedBytes"],
+             "paged_allocs": r["PagedAllocs"], "paged_frees": r["PagedFrees"],
+             "paged_bytes": r["PagedBytes"]}
+        )  # fmt: skip
+    assert got == p["tracker"]["rows"]
+    assert all(r["Key"] & 0x80000000 == 0 for r in rows)  # protected bit stripped
+    # the table is itself a big allocation tagged Pool, in nonpaged pool
+    big = {b["va"]: b for b in p["bigpool"]["rows"]}
+    assert big[table]["tag"] == "Pool" and big[table]["pool"] == "nonpaged"
+    assert big[table]["bytes"] >= entries * esz
+
+
+def test_big_page_table_in_memory_hash_placement(forged):
+    path, truth = forged("win7sp1")
+    p = truth.pool
+    lay = PoolLayoutView(7601)
+    view = KdView(path)
+    var = truth.kdbg["fields"]["PoolTrackTable"]
+    table = view.q(var + int(lay.globals["PoolBigPageTable"]["delta"], 16))
+    entries = view.q(var + int(lay.globals["PoolBigPageTableSize"]["delta"], 16))
+    assert (table, entries) == (p["bigpool"]["va"], p["bigpool"]["entries"]) == (table, 0x800)
+    esz = lay.size("big_page")
+    raw = view.read(table, entries * esz)
+    rows = [lay.entry("big_page", raw, i * esz) for i in range(entries)]
+    keys = [r["Key"] for r in rows]
+    got = []
+    for i, r in enumerate(rows):
+        if not r["Key"]:
+            assert r["Va"] == 1 and r["NumberOfBytes"] == 0  # never used
+            continue
+        va = r["Va"] & ~1
+        assert _probed(keys, _spec_big_hash(va, entries - 1), i, entries - 1)
+        pool = ("session_" if r["PoolType"] & 0x20 else "") + (
+            "paged" if r["PoolType"] & 1 else "nonpaged"
+        )
+        got.append({"va": va, "tag": _tag(r["Key"]), "bytes": r["NumberOfBytes"], "pool": pool,
+                    "free": bool(r["Va"] & 1)})  # fmt: skip
+        assert va % PAGE == 0 and r["PoolType"] in (0, 1)
+        if not r["Va"] & 1:  # live: every page mapped and stored
+            for off in (0, r["NumberOfBytes"] - PAGE):
+                pa = view.kd.translate_virtual(va + off)
+                assert pa is not None and view.kd.read_physical_page(pa) is not None
+    assert got == p["bigpool"]["rows"]
+    assert {r["tag"] for r in got if r["free"]} == {"MmSt", "EtwB"}
+    assert {(r["tag"], r["pool"]) for r in got if not r["free"]} >= {
+        ("EtwB", "nonpaged"), ("MmSt", "paged"), ("Pool", "nonpaged"), ("Pcr ", "nonpaged"),
+    }  # fmt: skip
+
+
+def test_small_tables_force_linear_probing(tmp_path):
+    tags = [{"tag": f"T{i:03d}", "count": 3, "size": 0x30} for i in range(9)]
+    sc = forge.builtin("win7sp1").replace(
+        ram_mib=32, fill="zero",
+        pool={"tags": tags, "tracker_entries": 17, "big_table_entries": 32,
+              "big": [{"tag": "Bigg", "count": 20, "bytes": 0x1000}]},
+    )  # fmt: skip
+    p = forge.forge(sc, tmp_path / "probe.dmp").pool
+    rows, slots = p["tracker"]["rows"], p["tracker"]["slots"]
+    keys = [0] * 17
+    for r, s in zip(rows, slots, strict=True):
+        keys[s] = int.from_bytes(r["tag"].encode(), "little")
+    homes = [_spec_tracker_hash(k, 15) for k in keys if k]
+    assert len(set(homes)) < len(homes)  # collisions happened
+    for r, s in zip(rows, slots, strict=True):
+        k = int.from_bytes(r["tag"].encode(), "little")
+        assert _probed(keys, _spec_tracker_hash(k, 15), s, 15)
+    bkeys = [0] * 32
+    for s in p["bigpool"]["slots"]:
+        bkeys[s] = 1
+    moved = 0
+    for r, s in zip(p["bigpool"]["rows"], p["bigpool"]["slots"], strict=True):
+        home = _spec_big_hash(r["va"], 31)
+        moved += home != s
+        assert _probed(bkeys, home, s, 31)
+    assert moved > 0
+    with pytest.raises(ValueError, match="do not fit"):
+        forge.forge(sc.replace(pool={"tags": tags, "tracker_entries": 9}), tmp_path / "x.dmp")
+    with pytest.raises(ValueError, match="do not fit"):
+        forge.forge(sc.replace(pool={"big_table_entries": 2}), tmp_path / "y.dmp")
+
+
+def _classify(page: bytes, lay: PoolLayoutView) -> str | None:
+    prev, _, units, ptype, tag = lay.header(page, 0)
+    if prev or not units:
+        return None
+    if ptype and not _plausible(tag):
+        return None
+    if not ptype and not (_plausible(tag) or tag == 0):
+        return None
+    if _chain(page, lay) is not None:
+        return "pool"
+    return "rejected" if ptype else "rejected_free_first"
+
+
+def test_corrupt_pages_are_rejected_and_no_other_page_looks_like_pool(forged):
+    path, truth = forged("win7sp1")
+    p = truth.pool
+    lay = PoolLayoutView(7601)
+    rej = p["scan"]["rejected"]
+    assert p["scan"]["rejected_pages"] == len(rej) == 6
+    assert (
+        sorted(r["kind"] for r in rej)
+        == ["broken_chain"] * 2 + ["garbage_header"] * 2 + ["half_page"] * 2
+    )
+    block_pages = set(_by_page(p["blocks"]))
+    kd = kdmp_parser.KernelDumpParser(path)
+    for r in rej:
+        page = bytes(kd.read_physical_page(r["pa"]))
+        prev, _, units, ptype, tag = lay.header(page, 0)
+        assert (prev, ptype) == (0, 2) and _plausible(tag) and units * 16 == r["first_size"]
+        assert _tag(tag) == r["first_tag"] and _chain(page, lay) is None
+        assert r["pfn"] not in block_pages
+        assert kd.translate_virtual(r["va"]) == r["pa"]
+        if r["kind"] == "half_page":
+            off = 0
+            while off < 128:
+                off += lay.header(page, off * 16)[2]
+            assert off == 128
+    # every page the forge wrote, classified from its bytes
+    found: dict[str, set[int]] = {"pool": set(), "rejected": set(), "rejected_free_first": set()}
+    for pfn in truth.content_pfns():
+        kind = _classify(truth.page_bytes(pfn), lay)
+        if kind:
+            found[kind].add(pfn)
+    assert found["pool"] == block_pages
+    assert found["rejected"] == {r["pfn"] for r in rej}
+    assert len(found["rejected_free_first"]) == p["scan"]["rejected_free_first_pages"] == 0
+    # and the fill pages (sampled) never look like pool
+    for pfn in truth.present_pfns()[::37]:
+        if pfn not in found["pool"] | found["rejected"]:
+            assert _classify(truth.page_bytes(pfn), lay) is None
+
+
+def test_tag_owners_are_the_tag_bytes_in_module_images(forged):
+    path, truth = forged("win7sp1")
+    p = truth.pool
+    view = KdView(path)
+    images = {}
+    for m in truth.modules:
+        data = bytearray()
+        for off in range(0, m["size"], PAGE):
+            pa = view.kd.translate_virtual(m["base"] + off)
+            data += (
+                bytes(view.kd.read_physical_page(pa & ~0xFFF)) if pa is not None else b"\0" * PAGE
+            )
+        images[m["name"]] = bytes(data)
+    used = {r["tag"] for r in p["tracker"]["rows"]} | {b["tag"] for b in p["bigpool"]["rows"]}
+    used |= {b["tag"] for b in p["blocks"] if b["tag"] != "????"}
+    assert set(p["owners"]) >= used
+    for tag, owners in p["owners"].items():
+        needle = tag.encode("latin-1")
+        want = []
+        for name, img in images.items():
+            offs, i = [], img.find(needle)
+            while i >= 0:
+                offs.append(i)
+                i = img.find(needle, i + 4)
+            if offs:
+                want.append({"module": name, "offsets": offs})
+        assert owners == want, tag
+    assert p["owners"]["Leak"] == [{"module": "myfault.sys", "offsets": [0x1634, 0x16A0]}]
+    assert "Leak" not in {r["tag"] for r in p["tracker"]["rows"]}  # referenced, never allocated
+    assert [o["module"] for o in p["owners"]["Thre"]] == ["ntoskrnl.exe"]
+    assert [o["module"] for o in p["owners"]["Gla5"]] == ["win32k.sys"]
+    myfault = truth.module("myfault.sys")
+    code = view.read(myfault["base"] + 0x1634 - 12, 22)
+    assert code[10:16] == bytes.fromhex("41b84c65616b")  # mov r8d, 'kaeL'
+    assert code[5:10] == b"\xba" + (1024000).to_bytes(4, "little")  # mov edx, 1024000
+
+
+def test_memory_summary_variables(forged):
+    for name in ("win7sp1", "win7sp1-leak"):
+        path, truth = forged(name)
+        p = truth.pool
+        m = p["memory"]
+        vals = truth.kdbg["values"]
+        assert {k: vals[k] for k in m} == m
+        view = KdView(path)
+        for k, v in m.items():
+            assert view.q(truth.kdbg["fields"][k]) == v, k
+        pg = p["pages"]
+        assert m["MmAllocatedNonPagedPool"] >= pg["nonpaged_total"] > 0
+        assert m["MmPagedPoolCommit"] == pg["paged_total"] > 0
+        assert m["MmNumberOfPhysicalPages"] == sum(c for _, c in truth.runs)
+        assert 0 < m["MmAvailablePages"] < m["MmNumberOfPhysicalPages"]
+        assert m["MmTotalCommittedPages"] <= m["MmPeakCommitment"] <= m["MmTotalCommitLimit"]
+        big_np = sum(b["bytes"] for b in p["bigpool"]["rows"]
+                     if not b["free"] and b["pool"] == "nonpaged")  # fmt: skip
+        assert pg["big_nonpaged"] * PAGE == big_np
+        max_pages = m["MmMaximumNonPagedPoolInBytes"] // PAGE
+        if name == "win7sp1":
+            assert m["MmAllocatedNonPagedPool"] == pg["nonpaged_total"]
+            assert m["MmAllocatedNonPagedPool"] < 0.9 * max_pages
+        else:
+            assert (m["MmAllocatedNonPagedPool"], max_pages) == (152178, 152651)
+            assert m["MmAllocatedNonPagedPool"] >= 0.9 * max_pages
+
+
+def test_leak_scenario_is_fast_sparse_and_dominated_by_leak(tmp_path):
+    t0 = time.perf_counter()
+    truth = forge.forge("win7sp1-leak", tmp_path / "leak.dmp")
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 2.0, elapsed
+    p = truth.pool
+    live = [b for b in p["bigpool"]["rows"] if b["tag"] == "Leak" and not b["free"]]
+    assert len(live) == 601 and {b["bytes"] for b in live} == {1_024_000}
+    assert sum(b["bytes"] for b in live) == 615_424_000
+    assert all(b["pool"] == "nonpaged" for b in live)
+    row = next(r for r in p["tracker"]["rows"] if r["tag"] == "Leak")
+    assert row["nonpaged_allocs"] - row["nonpaged_frees"] == 601
+    assert row["nonpaged_bytes"] == 615_424_000 and row["paged_bytes"] == 0
+    top = max(p["tracker"]["rows"], key=lambda r: r["nonpaged_bytes"])
+    assert top["tag"] == "Leak"
+    assert p["owners"]["Leak"] == [{"module": "myfault.sys", "offsets": [0x1634, 0x16A0]}]
+    assert truth.physical_pages == 1024 * 256 and truth.fill == "zero"
+    st = os.stat(tmp_path / "leak.dmp")
+    if hasattr(st, "st_blocks"):
+        assert st.st_blocks * 512 < st.st_size // 20
+    # the big-page table's page starts hold NumberOfBytes 0xFA000: they read as a free,
+    # zero-tag first header (PreviousSize 0, BlockSize 15), counted apart from rejected_pages
+    assert p["scan"]["rejected_pages"] == 6
+    ff = p["scan"]["rejected_free_first"]
+    assert len(ff) == p["scan"]["rejected_free_first_pages"] >= 1
+    table = p["bigpool"]["va"]
+    assert all(table <= f["va"] < table + 0x800 * 0x18 for f in ff)
+    kd = kdmp_parser.KernelDumpParser(tmp_path / "leak.dmp")
+    for b in live[::100]:
+        pa = kd.translate_virtual(b["va"] + b["bytes"] - 1)
+        assert pa is not None and bytes(kd.read_physical_page(pa & ~0xFFF)) == bytes(PAGE)
+    page = bytes(kd.read_physical_page(ff[0]["pa"]))
+    assert page[:8] == (1_024_000).to_bytes(8, "little")
+
+
+def test_win10_tables_use_the_profile_layouts(forged):
+    path, truth = forged("win10-19045")
+    p = truth.pool
+    lay = PoolLayoutView(19045)
+    view = KdView(path)
+    assert lay.size("tracker") == 0x38 and not lay.globals
+    var = truth.kdbg["fields"]["PoolTrackTable"]
+    table = view.q(var)
+    assert table == p["tracker"]["va"]
+    entries = view.q(truth.symbols["PoolTrackTableSize"])
+    assert entries == p["tracker"]["entries"]
+    raw = view.read(table, entries * 0x38)
+    got = [lay.entry("tracker", raw, s * 0x38) for s in p["tracker"]["slots"]]
+    for r, g in zip(p["tracker"]["rows"], got, strict=True):
+        assert _tag(g["Key"]) == r["tag"]
+        assert g["NonPagedBytes"] == r["nonpaged_bytes"] and g["PagedAllocs"] == r["paged_allocs"]
+    big = view.q(truth.symbols["PoolBigPageTable"])
+    n = view.q(truth.symbols["PoolBigPageTableSize"])
+    raw = view.read(big, n * 0x18)
+    for r, s in zip(p["bigpool"]["rows"], p["bigpool"]["slots"], strict=True):
+        e = lay.entry("big_page", raw, s * 0x18)
+        assert (e["Va"] & ~1, e["NumberOfBytes"], _tag(e["Key"])) == (r["va"], r["bytes"], r["tag"])
+        word = struct.unpack_from("<I", raw, s * 0x18 + 0xC)[0]
+        assert word == (1 if r["pool"] == "paged" else 0) << 8  # PoolType in bits 8..19
+    assert p["layout"] == "segment_heap"
+
+
+def test_pool_scenario_keys_are_validated_and_round_trip():
+    sc = forge.builtin("win7sp1")
+    assert forge.Scenario.from_dict(json.loads(json.dumps(sc.to_dict()))) == sc
+    assert sc.pool is not None and sc.pool.corrupt_pages.half_page == 2
+    bad = [
+        {"tags": [{"tag": "TooLong"}]},
+        {"tags": [{"tag": " ab"}]},
+        {"tags": [{"tag": "Abcd", "pool": "special"}]},
+        {"big": [{"tag": "Abcd", "pool": "session_paged"}]},
+        {"tracker_entries": 0x400},
+        {"big_table_entries": 0x801},
+        {"corrupt_pages": {"broken": 1}},
+        {"tags": [{"tag": "Abcd", "sizes": 3}]},
+    ]
+    for pool in bad:
+        with pytest.raises(ValueError):
+            sc.replace(pool=pool)
+    with pytest.raises(ValueError, match="below"):
+        forge.forge(sc.replace(nonpaged_pool_pages=10, ram_mib=32), "/dev/null")

@@ -30,17 +30,13 @@ class PoolBlocks:
     def __len__(self) -> int:
         return len(self.pa)
 
-    @staticmethod
-    def tag_name(tag: int) -> str:
-        return tag.to_bytes(4, "little").decode("latin-1")
-
     def rows(self) -> list[dict[str, Any]]:
         """The blocks as dicts (for small results; use the columns for millions)."""
         return [
             {
                 "pa": f"0x{self.pa[i]:x}",
                 "va": f"0x{self.va[i]:x}" if self.va[i] else None,
-                "tag": self.tag_name(self.tag[i]),
+                "tag": _native.tag_name(self.tag[i]),
                 "size": self.size[i],
                 "previous_size": self.previous_size[i],
                 "pool": POOLS[self.pool[i]],

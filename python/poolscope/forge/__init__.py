@@ -8,7 +8,8 @@ Only the standard library is used. See ``Scenario`` for the scenario keys and
 ``GroundTruth`` for what comes back.
 
 Modules: ``scenario`` (Scenario, builtins), ``layout`` (profiles), ``physmem`` (RAM and
-allocator), ``paging`` (x64 page tables), ``kernel`` (nt, KDBG, drivers, pool, stacks),
+allocator), ``paging`` (x64 page tables), ``kernel`` (nt, KDBG, drivers, stacks),
+``pool`` (pool pages, big pool, tracker and big-page tables, tag owners),
 ``kdbg`` (Win8+ block encoding), ``pe`` (PE headers), ``header`` (DUMP_HEADER64, BMP and
 RDMP headers), ``writer`` (page fill and fast writing), ``truth`` (GroundTruth), ``core``
 (forge()).
@@ -19,17 +20,35 @@ from __future__ import annotations
 from .core import forge
 from .kdbg import decode_block, decode_word, encode_block, encode_word
 from .layout import load_profile, parse_int
-from .scenario import BUILTINS, DUMP_TYPES, BugCheck, ModuleSpec, Scenario, StringSpec, builtin
+from .scenario import (
+    BUILTINS,
+    DUMP_TYPES,
+    BigPoolSpec,
+    BugCheck,
+    CorruptPagesSpec,
+    ModuleSpec,
+    PoolSpec,
+    PoolTagSpec,
+    Scenario,
+    StringSpec,
+    TagSiteSpec,
+    builtin,
+)
 from .truth import GroundTruth
 
 __all__ = [
     "BUILTINS",
     "DUMP_TYPES",
+    "BigPoolSpec",
     "BugCheck",
+    "CorruptPagesSpec",
     "GroundTruth",
     "ModuleSpec",
+    "PoolSpec",
+    "PoolTagSpec",
     "Scenario",
     "StringSpec",
+    "TagSiteSpec",
     "builtin",
     "decode_block",
     "decode_word",

@@ -21,6 +21,7 @@ from .header import (
 from .kernel import KernelBuilder, KernelImage
 from .layout import PAGE_SIZE, load_profile
 from .physmem import subtract_ranges
+from .pool import pool_truth
 from .scenario import (
     BITMAP_TYPES,
     DUMP_TYPES,
@@ -107,8 +108,9 @@ def forge(scenario: ScenarioLike, out_path: str | Path) -> GroundTruth:
         prefix = dump_header64(fields) + prefix_tail
         header_truth = _header_truth(fields)
 
-    content = {pfn: bytes(page) for pfn, page in sorted(kimg.mem.pages.items())}
     fill = PageFill(sc.fill, sc.seed)
+    pool = pool_truth(kimg, fill, stored, placement)
+    content = {pfn: bytes(page) for pfn, page in sorted(kimg.mem.pages.items())}
     size = write_dump(out_path, prefix, placement, content if stored else {}, fill)
     assert size == file_size, (size, file_size)
 
@@ -147,6 +149,7 @@ def forge(scenario: ScenarioLike, out_path: str | Path) -> GroundTruth:
                 "ldr_entry": m.ldr_entry,
                 "timestamp": m.timestamp,
                 "strings": [{"text": t, "offset": o} for t, o in m.strings],
+                "tag_sites": [{"tag": t, "offset": o} for t, o in m.tag_sites],
             }
             for m in kimg.modules
         ],
@@ -156,6 +159,7 @@ def forge(scenario: ScenarioLike, out_path: str | Path) -> GroundTruth:
         symbols=kimg.symbols,
         processors=kimg.processors,
         pool_allocations=kimg.pool_allocations,
+        pool=pool,
         fill=sc.fill,
         seed=sc.seed,
         notes=kimg.notes,

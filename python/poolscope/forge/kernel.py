@@ -20,7 +20,8 @@ from .layout import PAGE_SIZE, kdbg_fields, kdbg_size, ldr_offsets
 from .paging import PageTables, canonical
 from .pe import SCN_CODE, SCN_DATA, SCN_RDATA, Section, pe_header
 from .physmem import PhysicalMemory
-from .scenario import Scenario
+from .pool import PoolBuilder, PoolLayout
+from .scenario import ModuleSpec, Scenario, TagSiteSpec, tag_bytes
 
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
@@ -39,6 +40,7 @@ class BuildConsts:
     pfn_database: int
     paged_pool_start: int
     paged_pool_end: int
+    session_pool_start: int
     nonpaged_system_start: int
     system_range_start: int
     offset_prcb_context: int
@@ -52,6 +54,7 @@ WIN7 = BuildConsts(
     pfn_database=0xFFFFFA8000000000,
     paged_pool_start=0xFFFFF8A000000000,
     paged_pool_end=0xFFFFF8BFFFFFFFFF,
+    session_pool_start=0xFFFFF900C0000000,
     nonpaged_system_start=0xFFFFF88000000000,
     system_range_start=0xFFFF080000000000,
     offset_prcb_context=0x4BD8,
@@ -64,6 +67,7 @@ WIN10 = BuildConsts(
     pfn_database=0xFFFFE70000000000,
     paged_pool_start=0xFFFFC40000000000,
     paged_pool_end=0xFFFFC4FFFFFFFFFF,
+    session_pool_start=0xFFFFD88000000000,
     nonpaged_system_start=0xFFFFF00000000000,
     system_range_start=0xFFFF800000000000,
     offset_prcb_context=0x6D40,
@@ -73,10 +77,10 @@ WIN10 = BuildConsts(
 )
 
 DRIVER_HINT = 0x800
-POOL_HINT = 0x1800
 STACK_HINT = 0x3000
 STACK_PAGES = 6
-POOL_TYPE_NONPAGED = 2  # stored PoolType of an in-use nonpaged block (pool-structures.md 1)
+TAG_SITE_LEN = 22  # mov ecx, imm32; mov edx, imm32; mov r8d, tag; call [rip+x] / call rel32
+TAG_SITE_TAG_AT = 12
 
 
 @dataclass
@@ -89,6 +93,7 @@ class ModuleLayout:
     strings: list[tuple[str, int]]
     ldr_entry: int = 0
     timestamp: int = 0
+    tag_sites: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -108,61 +113,10 @@ class KernelImage:
     symbols: dict[str, int]
     processors: list[dict[str, int]]
     pool_allocations: list[dict[str, Any]]
+    pool: PoolBuilder
+    memory: dict[str, int]
+    pt: PageTables
     notes: list[str] = field(default_factory=list)
-
-
-class _Pool:
-    """Nonpaged-pool-like small blocks with Win7-style POOL_HEADERs in page chains,
-    and page-aligned big allocations without header, all in the 1 GiB-mapped region."""
-
-    def __init__(self, kb: KernelBuilder) -> None:
-        self.kb = kb
-        self.pfn: int | None = None
-        self.off = 0
-        self.prev = 0
-        self.allocs: list[dict[str, Any]] = []
-
-    def alloc(self, size: int, tag: bytes) -> int:
-        """VA of the block body (after the 16-byte header)."""
-        units = (size + 16 + 15) // 16
-        if units * 16 > PAGE_SIZE - 16:
-            return self.alloc_big(size, tag)
-        if self.pfn is None or self.off + units * 16 > PAGE_SIZE:
-            self.close()
-            self.pfn = self.kb.mem.alloc(POOL_HINT)
-            self.off = 0
-            self.prev = 0
-        pa = self.pfn * PAGE_SIZE + self.off
-        self._header(pa, self.prev, units, POOL_TYPE_NONPAGED, tag)
-        va = self.kb.pool_va(pa)
-        self.allocs.append(
-            {"va": va, "tag": tag.decode("latin-1"), "size": units * 16, "kind": "small"}
-        )
-        self.prev = units
-        self.off += units * 16
-        return va + 16
-
-    def alloc_big(self, size: int, tag: bytes) -> int:
-        pages = (size + PAGE_SIZE - 1) // PAGE_SIZE
-        pfn = self.kb.mem.alloc_contiguous(pages, hint=POOL_HINT)
-        va = self.kb.pool_va(pfn * PAGE_SIZE)
-        for i in range(pages):
-            self.kb.mem.page(pfn + i)
-        self.allocs.append(
-            {"va": va, "tag": tag.decode("latin-1"), "size": pages * PAGE_SIZE, "kind": "big"}
-        )
-        return va
-
-    def _header(self, pa: int, prev: int, units: int, pool_type: int, tag: bytes) -> None:
-        hdr = bytes([prev, 0, units, pool_type]) + tag + bytes(8)
-        self.kb.mem.write(pa, hdr)
-
-    def close(self) -> None:
-        """End the current page with a free block so the BlockSizes sum to 256."""
-        if self.pfn is not None and self.off < PAGE_SIZE:
-            units = (PAGE_SIZE - self.off) // 16
-            self._header(self.pfn * PAGE_SIZE + self.off, self.prev, units, 0, b"Free")
-        self.pfn = None
 
 
 class KernelBuilder:
@@ -181,6 +135,7 @@ class KernelBuilder:
         self.drivers_base: int = sc.drivers_base
         self.symbols: dict[str, int] = {}
         self.translations: list[dict[str, Any]] = []
+        self.referenced_va = 0
         self.notes: list[str] = [
             "POOL_HEADERs use the Win7 page-chain layout on every build (no segment heap)",
             f"OffsetPrcbContext {self.c.offset_prcb_context:#x} and PRCB layout are synthetic",
@@ -251,7 +206,8 @@ class KernelBuilder:
         self.pt = PageTables(self.mem, self.c.pt_hint)
         self._map_fixed()
         self._nt_image()
-        self.pool = _Pool(self)
+        assert sc.pool is not None
+        self.pool = PoolBuilder(self, sc.pool, PoolLayout.from_profile(self.profile))
         self._drivers()
         self._stack()
         self._special_mappings()
@@ -260,7 +216,6 @@ class KernelBuilder:
         processors = self._processors(context)
         list_head = self._loaded_modules()
         kdbg_truth = self._kdbg(list_head, processors)
-        self.pool.close()
         self._translations_common()
         exception = {
             "ExceptionCode": 0x80000003,
@@ -284,7 +239,10 @@ class KernelBuilder:
             pfn_database_var=self.symbols["MmPfnDatabase"],
             symbols=dict(sorted(self.symbols.items())),
             processors=processors,
-            pool_allocations=self.pool.allocs,
+            pool_allocations=self.pool.internal,
+            pool=self.pool,
+            memory=self.memory,
+            pt=self.pt,
             notes=self.notes + [f"scenario {sc.name}"],
         )
 
@@ -334,6 +292,12 @@ class KernelBuilder:
         self._text_cursor = base + 0x1000 + ((text_span * 2 // 7) & ~0xFFF)
         self.nt_code(bytes.fromhex("4883ec28 fb f390 ebfc"), "KiIdleLoop")
         self.nt_code(bytes.fromhex("4883ec28 e800000000 4883c428 c3"), "KiSystemStartup")
+        self._text_cursor = base + 0x1000 + ((text_span * 4 // 7) & ~0xFFF)
+        alloc_fn = self.nt_code(
+            bytes.fromhex("48895c2408 48896c2410 4889742418 57 4883ec30 8bf9 488bea c3"),
+            "ExAllocatePoolWithTag",
+        )
+        sites_at = (self._text_cursor + 0x3F) & ~0x3F
         self._text_cursor = base + 0x1000 + ((text_span * 3 // 7) & ~0xFFF)
         ts = 0x4CE7979D if self.sc.win7_like else 0x9E9C1A6B
         entry = self.symbols["KiSystemStartup"] - base
@@ -349,9 +313,63 @@ class KernelBuilder:
                 if s.offset is None:
                     cursor = (off + len(s.text) + 1 + 7) // 8 * 8
         path = nt_spec.path if nt_spec and nt_spec.path else "\\SystemRoot\\system32\\ntoskrnl.exe"
+        sites = self._tag_sites(nt_spec, base, size, sites_at - base, rdata_rva, alloc_fn, False)
         self.modules.append(
-            ModuleLayout("ntoskrnl.exe", path, base, size, base + entry, strings, timestamp=ts)
-        )
+            ModuleLayout(
+                "ntoskrnl.exe", path, base, size, base + entry, strings, timestamp=ts,
+                tag_sites=sites,
+            )
+        )  # fmt: skip
+
+    def _tag_site_offsets(
+        self, spec: ModuleSpec | None, size: int, auto: int, auto_end: int
+    ) -> list[tuple[TagSiteSpec, int]]:
+        """Where each tag site's 4 tag bytes go (auto-placed ones every 0x20 from ``auto``);
+        overlapping or out-of-image sites are refused."""
+        out: list[tuple[TagSiteSpec, int]] = []
+        spans: list[tuple[int, int]] = []
+        for site in spec.tag_sites if spec else []:
+            if site.offset is None:
+                off = auto + TAG_SITE_TAG_AT
+                auto += 0x20
+                if off - TAG_SITE_TAG_AT + TAG_SITE_LEN > auto_end:
+                    raise ValueError(f"module {spec.name if spec else ''}: too many tag sites")
+            else:
+                off = site.offset
+            start = off - TAG_SITE_TAG_AT
+            if start < 0x400 or start + TAG_SITE_LEN > size:
+                raise ValueError(
+                    f"module {spec.name if spec else ''}: tag site {off:#x} does not fit"
+                )
+            if any(start < e and s < start + TAG_SITE_LEN for s, e in spans):
+                raise ValueError(
+                    f"module {spec.name if spec else ''}: tag sites overlap at {off:#x}"
+                )
+            spans.append((start, start + TAG_SITE_LEN))
+            out.append((site, off))
+        return out
+
+    def _tag_sites(
+        self, spec: ModuleSpec | None, base: int, size: int, auto: int, auto_end: int,
+        target: int, via_import: bool,
+    ) -> list[tuple[str, int]]:  # fmt: skip
+        """Write ``mov ecx, PoolType; mov edx, NumberOfBytes; mov r8d, Tag`` and a call to
+        ExAllocatePoolWithTag (through the import slot at ``target``, or directly)."""
+        sites = []
+        for site, off in self._tag_site_offsets(spec, size, auto, auto_end):
+            va = base + off - TAG_SITE_TAG_AT
+            code = b"\xb9" + _I.pack(site.pool_type & 0xFFFFFFFF)
+            code += b"\xba" + _I.pack(site.size & 0xFFFFFFFF)
+            code += b"\x41\xb8" + tag_bytes(site.tag)
+            end = va + len(code)
+            if via_import:
+                code += b"\xff\x15" + struct.pack("<i", target - (end + 6))
+            else:
+                code += b"\xe8" + struct.pack("<i", target - (end + 5)) + b"\x90"
+            assert len(code) == TAG_SITE_LEN
+            self.vwrite(va, code)
+            sites.append((site.tag.ljust(4), off))
+        return sites
 
     # -------------------------------------------------------------- drivers
     def _drivers(self) -> None:
@@ -371,7 +389,10 @@ class KernelBuilder:
             base = cursor
             text_pages = max(1, (pages - 1) // 2)
             data_rva = (1 + text_pages) * PAGE_SIZE
-            string_pages: set[int] = set()
+            string_pages: set[int] = {data_rva // PAGE_SIZE}  # the import slot's page
+            for _, off in self._tag_site_offsets(spec, size, 0x1200, data_rva):
+                a = off - TAG_SITE_TAG_AT
+                string_pages.update(range(a // PAGE_SIZE, (a + TAG_SITE_LEN - 1) // PAGE_SIZE + 1))
             strings: list[tuple[str, int]] = []
             packed = data_rva + 0x40
             for s in spec.strings:
@@ -408,10 +429,16 @@ class KernelBuilder:
             self.vwrite(base + entry_rva, bytes.fromhex("48895c2408 4883ec20 33c0 4883c420 c3"))
             for text, off in strings:
                 self.vwrite(base + off, text.encode("latin-1") + b"\0")
+            slot = base + data_rva + 8
+            self.q(slot, self.symbols["ExAllocatePoolWithTag"])  # the import address table slot
+            sites = self._tag_sites(spec, base, size, 0x1200, data_rva, slot, True)
             path = spec.path or "\\SystemRoot\\system32\\drivers\\" + spec.name
             self.modules.append(
-                ModuleLayout(spec.name, path, base, size, base + entry_rva, strings, timestamp=ts)
-            )
+                ModuleLayout(
+                    spec.name, path, base, size, base + entry_rva, strings, timestamp=ts,
+                    tag_sites=sites,
+                )
+            )  # fmt: skip
             if not self.module_gap_va:
                 self.module_gap_va = base + size  # the unmapped page after the first driver
             cursor = base + size + PAGE_SIZE
@@ -454,6 +481,7 @@ class KernelBuilder:
             return [0, 0, 0, 0]
         mf = next((m for m in self.modules if m.name.lower() == "myfault.sys"), self.modules[0])
         referenced = self.c.paged_pool_start + (self.rng.randrange(0x100000, 0x4000000) & ~0xF)
+        self.referenced_va = referenced
         return [referenced, 2, 0, mf.base + 0x1000 + 0x3E0]
 
     def _context(self, params: list[int]) -> dict[str, int]:
@@ -504,7 +532,7 @@ class KernelBuilder:
         out = []
         prcbs = [pcr0 + 0x180]
         for _ in range(1, n):
-            pcr = self.pool.alloc_big(0x180 + self.c.prcb_size, b"Pcr ")
+            pcr = self.pool.alloc_big(0x180 + self.c.prcb_size, "Pcr ", internal=True)
             prcbs.append(pcr + 0x180)
         for i, prcb in enumerate(prcbs):
             c = dict(ctx)
@@ -531,7 +559,7 @@ class KernelBuilder:
             full = m.path.encode("utf-16-le")
             short = base_name.encode("utf-16-le")
             esz = self.c.ldr_entry_size
-            body = self.pool.alloc(esz + len(full) + 2 + len(short) + 2, b"MmLd")
+            body = self.pool.alloc(esz + len(full) + 2 + len(short) + 2, "MmLd")
             full_va = body + esz
             short_va = full_va + len(full) + 2
             self.vwrite(full_va, full + b"\0\0")
@@ -554,38 +582,62 @@ class KernelBuilder:
     def _global_values(self, processors: list[dict[str, int]]) -> dict[str, int | str]:
         total = self.mem.run_set.count()
         runs = self.mem.runs
-        desc = self.pool.alloc(16 + 16 * len(runs), b"MmPh")
+        desc = self.pool.alloc(16 + 16 * len(runs), "MmPh")
         raw = _I.pack(len(runs)) + bytes(4) + _Q.pack(total)
         raw += b"".join(_Q.pack(b) + _Q.pack(c) for b, c in runs)
         self.vwrite(desc, raw)
+        self.memory = self._memory(total, self.pool.finalize())
         return {
             "ExpNumberOfPagedPools": 4,
             "MmPfnDatabase": self.c.pfn_database,
             "MmLowestPhysicalPage": runs[0][0],
             "MmHighestPhysicalPage": self.mem.max_pfn,
-            "MmNumberOfPhysicalPages": total,
-            "MmMaximumNonPagedPoolInBytes": (total * 3 // 4) * PAGE_SIZE,
+            **self.memory,
             "MmNonPagedSystemStart": self.c.nonpaged_system_start,
             "MmNonPagedPoolStart": self.pool_base,
             "MmNonPagedPoolEnd": self.pool_base + self.pool_gib * pg.SIZE_1G,
             "MmPagedPoolStart": self.c.paged_pool_start,
             "MmPagedPoolEnd": self.c.paged_pool_end,
-            "MmSizeOfPagedPoolInBytes": self.c.paged_pool_end - self.c.paged_pool_start + 1,
-            "MmTotalCommitLimit": total * 2 - total // 64,
-            "MmTotalCommittedPages": total * 2 // 5,
-            "MmPagedPoolCommit": total // 40,
-            "MmAvailablePages": total * 11 // 20,
-            "MmResidentAvailablePages": total * 3 // 5,
-            "PoolTrackTable": 0,
+            "PoolTrackTable": self.pool.tracker_va,
             "MmSystemRangeStart": self.c.system_range_start,
             "NtBuildLab": self.sc.build_lab or "",
             "MmSpecialPoolTag": self.sc.special_pool_tag,
             "KernelVerifier": self.sc.kernel_verifier,
-            "MmAllocatedNonPagedPool": total // 50,
-            "MmPeakCommitment": total // 2,
-            "MmTotalCommitLimitMaximum": total * 3,
+            "MmTotalCommitLimitMaximum": max(total * 3, self.memory["MmTotalCommitLimit"]),
             "CmNtCSDVersion": 0x100 if self.sc.build == 7601 else 0,
             "MmPhysicalMemoryBlock": desc,
+        }
+
+    def _memory(self, total: int, counts: dict[str, int]) -> dict[str, int]:
+        """The !vm variables, consistent with the pool the forge wrote (pages)."""
+        sc = self.sc
+        forged = counts["nonpaged_total"]
+        nonpaged = forged if sc.nonpaged_pool_pages is None else sc.nonpaged_pool_pages
+        if nonpaged < forged:
+            raise ValueError(
+                f"nonpaged_pool_pages {nonpaged} is below the {forged} nonpaged pool pages forged"
+            )
+        if sc.nonpaged_pool_max_pages is None:
+            np_max = max(total * 3 // 4, nonpaged)
+        else:
+            np_max = sc.nonpaged_pool_max_pages
+        if nonpaged > np_max:
+            raise ValueError(f"nonpaged_pool_pages {nonpaged} exceeds the maximum {np_max}")
+        paged = counts["paged_total"]
+        committed = nonpaged + paged + total // 8
+        limit = max(total * 2 - total // 64, committed + total // 8)
+        available = max(total - nonpaged - paged - total // 10, total // 50)
+        return {
+            "MmNumberOfPhysicalPages": total,
+            "MmAvailablePages": available,
+            "MmResidentAvailablePages": min(total, available + total // 25),
+            "MmAllocatedNonPagedPool": nonpaged,
+            "MmMaximumNonPagedPoolInBytes": np_max * PAGE_SIZE,
+            "MmPagedPoolCommit": paged,
+            "MmSizeOfPagedPoolInBytes": self.c.paged_pool_end - self.c.paged_pool_start + 1,
+            "MmTotalCommittedPages": committed,
+            "MmTotalCommitLimit": limit,
+            "MmPeakCommitment": min(limit, committed + total // 16),
         }
 
     def _kdbg(self, list_head: int, processors: list[dict[str, int]]) -> dict[str, Any]:
@@ -635,6 +687,9 @@ class KernelBuilder:
                 slots = self.c.processor_block_slots
                 va = self.nt_var(8 * slots, 16, name)
                 self.vwrite(va, b"".join(_Q.pack(p["prcb"]) for p in processors))
+            elif name in self.pool.globals:
+                va = self.pool.globals[name]  # written by the pool builder
+                targets[name] = values[name]
             elif target is None:
                 va = self.nt_var(0x40, 16, name)  # an (all-zero) structure
             else:
@@ -726,6 +781,8 @@ class KernelBuilder:
                 add(m.base, "myfault.sys image base (4 KiB page)")
                 for text, off in m.strings:
                     add(m.base + off, f"string {text!r} in myfault.sys")
+                for tag, off in m.tag_sites:
+                    add(m.base + off, f"tag {tag!r} in myfault.sys code")
         if self.module_gap_va:
             add(self.module_gap_va + 0x10, "unmapped page between two driver images")
         if self.transition_va:

@@ -64,6 +64,11 @@ class RangeSet:
             return self.ranges[i + 1][0]
         return None
 
+    def end_of(self, pfn: int) -> int:
+        """One past the last PFN of the range holding ``pfn`` (``pfn`` must be a member)."""
+        i = bisect.bisect_right(self._bases, pfn) - 1
+        return self.ranges[i][0] + self.ranges[i][1]
+
     def covers(self, base: int, count: int) -> bool:
         i = bisect.bisect_right(self._bases, base) - 1
         return i >= 0 and base + count <= self.ranges[i][0] + self.ranges[i][1]
@@ -83,6 +88,7 @@ class PhysicalMemory:
         self.pages: dict[int, bytearray] = {}
         self.used: set[int] = set()
         self._cursors: dict[int, int] = {}
+        self._run_cursors: dict[int, int] = {}
 
     @property
     def max_pfn(self) -> int:
@@ -128,6 +134,33 @@ class PhysicalMemory:
                     nxt = 0
                 base = (nxt + align - 1) // align * align
         self.used.update(range(base, base + count))
+        return base
+
+    def alloc_run(self, count: int, hint: int) -> int:
+        """``count`` free usable pages in a row, first fit from where the previous run with
+        the same ``hint`` ended (fast for many large runs: skips past conflicts)."""
+        start = self._run_cursors.get(hint, hint)
+        base = start
+        wrapped = False
+        while True:
+            nxt = self.usable.next_at_or_after(base)
+            if nxt is None or (wrapped and nxt >= start):
+                if wrapped or not self.usable.ranges:
+                    raise MemoryError(f"forge: no {count} contiguous free pages")
+                wrapped = True
+                base = self.usable.ranges[0][0]
+                continue
+            base = nxt
+            end = self.usable.end_of(base)
+            if base + count > end:
+                base = end
+                continue
+            clash = next((p for p in range(base + count - 1, base - 1, -1) if p in self.used), None)
+            if clash is None:
+                break
+            base = clash + 1
+        self.used.update(range(base, base + count))
+        self._run_cursors[hint] = base + count
         return base
 
     def _free_block(self, base: int, count: int) -> bool:

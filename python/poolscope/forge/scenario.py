@@ -54,12 +54,105 @@ class StringSpec:
 
 
 @dataclass
+class TagSiteSpec:
+    """A pool tag as the immediate of an ``ExAllocatePoolWithTag`` call in the image's code:
+    ``mov ecx, pool_type; mov edx, size; mov r8d, tag; call [rip+import]`` (the tag bytes are
+    ``41 B8 <tag>``, e.g. ``41 B8 4C 65 61 6B`` for "Leak")."""
+
+    tag: str
+    offset: int | None = None
+    """Offset of the 4 tag bytes from the image base (the snippet starts 12 bytes before);
+    ``None`` = packed into the image's .text."""
+    size: int = 0
+    """The NumberOfBytes immediate."""
+    pool_type: int = 0
+    """The POOL_TYPE immediate (0 NonPagedPool, 1 PagedPool)."""
+
+
+@dataclass
 class ModuleSpec:
     name: str
     path: str | None = None
     """FullDllName; ``None`` derives ``\\SystemRoot\\system32\\drivers\\<name>``."""
     size: int = 0x10000
     strings: list[StringSpec] = field(default_factory=list)
+    tag_sites: list[TagSiteSpec] = field(default_factory=list)
+    """Pool tags referenced by the image's code (what ``!for_each_module s -a`` finds)."""
+
+
+POOL_NAMES = ("nonpaged", "paged", "session_nonpaged", "session_paged")
+
+
+@dataclass
+class PoolTagSpec:
+    """Small allocations of one tag in one pool (blocks of the 4 KiB pool pages)."""
+
+    tag: str
+    """1 to 4 printable ASCII characters, padded with spaces ("Irp" = "Irp ")."""
+    pool: str = "nonpaged"
+    """One of ``POOL_NAMES``. Session blocks live in session pool pages and are not counted
+    by the global tracker table (session pool has its own tables, which the forge does not
+    write; their ``frees`` are ignored)."""
+    count: int = 0
+    """Outstanding (allocated) blocks."""
+    size: int | list[int] = 0x40
+    """Request size in bytes (the block is round_up(size, 16) + the 16-byte header); a list
+    is cycled over the blocks. A request above the profile's big_pool_threshold is a
+    big-pool allocation instead."""
+    frees: int | None = None
+    """Frees in the tracker (Allocs = count + frees); ``None`` derives a deterministic
+    number from the tag. ``count`` 0 with frees > 0 gives a tag that only has frees."""
+    protected: bool = False
+    """Store the tag with the protected bit (bit 31) in the headers (Win7 object tags)."""
+
+
+@dataclass
+class BigPoolSpec:
+    """Big-pool allocations (page-aligned, no POOL_HEADER, listed in the big-page table)."""
+
+    tag: str
+    pool: str = "nonpaged"
+    """"nonpaged" or "paged" (session big pages have their own table and are not forged)."""
+    count: int = 1
+    bytes: int = 0x2000
+    """NumberOfBytes of each; rounded up to whole pages (the forge writes and tracks the
+    rounded value)."""
+
+
+@dataclass
+class CorruptPagesSpec:
+    """Pages in the nonpaged pool region whose first header is a plausible allocated header
+    (PreviousSize 0, plausible tag) but whose chain is not valid."""
+
+    broken_chain: int = 0
+    """A valid-looking chain with one PreviousSize mismatch."""
+    garbage_header: int = 0
+    """One plausible header, then random bytes."""
+    half_page: int = 0
+    """A valid chain over the first half (128 units), garbage after it."""
+
+
+@dataclass
+class PoolSpec:
+    """The pool of the forged machine beyond what the kernel structures themselves use (the
+    forge always allocates module-list entries (MmLd), the physical memory block (MmPh),
+    PRCBs (Pcr ) and the two pool tables (Pool))."""
+
+    tags: list[PoolTagSpec] = field(default_factory=list)
+    big: list[BigPoolSpec] = field(default_factory=list)
+    freed_big: list[BigPoolSpec] = field(default_factory=list)
+    """Freed big allocations: big-page entries with the free bit (Va | 1), tag kept; each
+    counts as one Alloc and one Free in the tracker."""
+    free_blocks: int = 0
+    """Free blocks interleaved between allocations (PoolType 0, stale tag or 0); the
+    remainders at page ends are free blocks too, on top of these."""
+    corrupt_pages: CorruptPagesSpec = field(default_factory=CorruptPagesSpec)
+    tracker_entries: int = 0x401
+    """PoolTrackTableSize: a power of two plus one (the last entry is the overflow bucket)."""
+    big_table_entries: int = 0x800
+    """PoolBigPageTableSize: a power of two."""
+    scale: int = 1
+    """Multiplies every ``tags[].count`` and ``tags[].frees`` (for benchmark dumps)."""
 
 
 @dataclass
@@ -105,6 +198,23 @@ class Scenario:
     pat_large_page: bool = False
     """Add a 2 MiB mapping whose PDE has the PAT bit (12) set: hardware and elf2dmp
     ignore bit 12 for the address, kdmp-parser 0.7.4 adds it (spec section 5)."""
+    pool: PoolSpec | None = None
+    """Background pool (see ``PoolSpec``); ``None`` = only the kernel's own allocations.
+    JSON form::
+
+        {"tags": [{"tag": "Thre", "pool": "nonpaged", "count": 96, "size": 1264,
+                   "frees": 2310, "protected": true}],
+         "big": [{"tag": "Leak", "pool": "nonpaged", "count": 601, "bytes": 1024000}],
+         "freed_big": [{"tag": "EtwB", "count": 2, "bytes": 65536}],
+         "free_blocks": 60,
+         "corrupt_pages": {"broken_chain": 2, "garbage_header": 2, "half_page": 2},
+         "tracker_entries": 1025, "big_table_entries": 2048, "scale": 1}
+    """
+    nonpaged_pool_pages: int | None = None
+    """MmAllocatedNonPagedPool (pages); ``None`` = the nonpaged pool pages the forge wrote
+    (small-block pages, corrupt pages, big allocations). Must not be below that count."""
+    nonpaged_pool_max_pages: int | None = None
+    """MmMaximumNonPagedPoolInBytes / 4096; ``None`` = 3/4 of RAM (at least the usage)."""
 
     # ------------------------------------------------------------------ parsing
     @classmethod
@@ -168,6 +278,15 @@ class Scenario:
             raise ValueError("pool_base must be 1 GiB aligned (mapped by 1 GiB pages)")
         if len(self.comment.encode("ascii", "replace")) > 127:
             raise ValueError("comment is limited to 127 ASCII characters")
+        for m in self.modules or []:
+            for site in m.tag_sites:
+                check_tag(site.tag, f"module {m.name} tag site")
+        if self.pool is not None:
+            check_pool(self.pool)
+        for key in ("nonpaged_pool_pages", "nonpaged_pool_max_pages"):
+            v = getattr(self, key)
+            if v is not None and v < 0:
+                raise ValueError(f"{key} must be >= 0")
 
     # --------------------------------------------------------------- defaults
     @property
@@ -202,6 +321,8 @@ class Scenario:
             sc.attributes = 0x10 if sc.dump_type == "live_kernel_bitmap" else 0
         if sc.modules is None:
             sc.modules = default_modules()
+        if sc.pool is None:
+            sc.pool = PoolSpec()
         return sc
 
 
@@ -218,6 +339,47 @@ def check_ranges(ranges: list[list[int]], what: str) -> None:
         prev_end = base + count
 
 
+def check_tag(tag: str, what: str) -> None:
+    """A tag is 1..4 printable ASCII characters, the first not a space."""
+    if not 1 <= len(tag) <= 4 or not all(0x20 <= ord(c) < 0x7F for c in tag) or tag[0] == " ":
+        raise ValueError(f"{what}: tag {tag!r} must be 1..4 printable ASCII characters")
+
+
+def tag_bytes(tag: str) -> bytes:
+    """The 4 bytes of a tag, first character first, padded with spaces."""
+    return tag.ljust(4).encode("ascii")
+
+
+def check_pool(p: PoolSpec) -> None:
+    n = p.tracker_entries - 1
+    if n < 2 or n & (n - 1):
+        raise ValueError("pool.tracker_entries must be a power of two plus one (e.g. 0x401)")
+    m = p.big_table_entries
+    if m < 2 or m & (m - 1):
+        raise ValueError("pool.big_table_entries must be a power of two (e.g. 0x800)")
+    if p.free_blocks < 0 or p.scale < 1:
+        raise ValueError("pool.free_blocks must be >= 0 and pool.scale >= 1")
+    for t in p.tags:
+        check_tag(t.tag, "pool.tags")
+        if t.pool not in POOL_NAMES:
+            raise ValueError(f"pool.tags {t.tag!r}: pool {t.pool!r} not in {POOL_NAMES}")
+        sizes = t.size if isinstance(t.size, list) else [t.size]
+        if t.count < 0 or (t.frees is not None and t.frees < 0) or not sizes:
+            raise ValueError(f"pool.tags {t.tag!r}: count/frees must be >= 0, size given")
+        if any(s < 0 for s in sizes):
+            raise ValueError(f"pool.tags {t.tag!r}: sizes must be >= 0")
+    for what, entries in (("big", p.big), ("freed_big", p.freed_big)):
+        for b in entries:
+            check_tag(b.tag, f"pool.{what}")
+            if b.pool not in ("nonpaged", "paged"):
+                raise ValueError(f"pool.{what} {b.tag!r}: pool must be nonpaged or paged")
+            if b.count < 0 or b.bytes <= 0:
+                raise ValueError(f"pool.{what} {b.tag!r}: count >= 0 and bytes > 0 required")
+    c = p.corrupt_pages
+    if min(c.broken_chain, c.garbage_header, c.half_page) < 0:
+        raise ValueError("pool.corrupt_pages counts must be >= 0")
+
+
 def default_runs(ram_mib: int) -> list[list[int]]:
     """PC-like runs: a low run below 640 KiB, then two runs separated by a hole."""
     total = ram_mib * 256
@@ -231,21 +393,52 @@ def default_runs(ram_mib: int) -> list[list[int]]:
 
 
 def default_modules() -> list[ModuleSpec]:
+    """nt's tag sites, then a Win7-like driver set; every default pool tag is referenced by
+    the code of the module that allocates it (myfault.sys: "Leak" at +0x1634 and +0x16A0)."""
     s32 = "\\SystemRoot\\system32\\"
     drv = "\\SystemRoot\\system32\\drivers\\"
+    T = TagSiteSpec
+    nt_sites = [
+        T("Thre", None, 0x4F0), T("Thre", None, 0x4F0), T("Proc", None, 0x530),
+        T("Pool", None, 0xB000), T("EtwB", None, 0x10000), T("EtwB", None, 0x1B0),
+        T("MmSt", None, 0x170, 1), T("File", None, 0x140), T("Irp ", None, 0x3A0),
+        T("Irp ", None, 0x1F0), T("Even", None, 0x70), T("CM31", None, 0x1F0, 1),
+        T("MmLd", None, 0x100), T("MmPh", None, 0x40), T("Pcr ", None, 0x4E80),
+        T("MmRe", None, 0x200, 1), T("Toke", None, 0x3A0, 1), T("ObNm", None, 0x50, 1),
+    ]  # fmt: skip
     return [
+        ModuleSpec("ntoskrnl.exe", None, 0x10000, tag_sites=nt_sites),
         ModuleSpec("hal.dll", s32 + "hal.dll", 0x49000),
         ModuleSpec("kdcom.dll", s32 + "kdcom.dll", 0xA000),
         ModuleSpec("PSHED.dll", s32 + "PSHED.dll", 0x14000),
         ModuleSpec("CLFS.SYS", s32 + "CLFS.SYS", 0x5E000),
         ModuleSpec("CI.dll", s32 + "CI.dll", 0xC0000),
         ModuleSpec("ACPI.sys", drv + "ACPI.sys", 0x57000),
-        ModuleSpec("Ntfs.sys", drv + "Ntfs.sys", 0x1A3000, [StringSpec("NtFs")]),
+        ModuleSpec(
+            "Ntfs.sys",
+            drv + "Ntfs.sys",
+            0x1A3000,
+            tag_sites=[T("NtFs", None, 0xC0, 1), T("NtFs", None, 0x100), T("NtFs", None, 0xC0, 1)],
+        ),
+        ModuleSpec("netvsc.sys", drv + "netvsc.sys", 0x20000, tag_sites=[T("netv", None, 0x160)]),
+        ModuleSpec(
+            "nvlddmkm.sys", drv + "nvlddmkm.sys", 0x80000, tag_sites=[T("nVsC", None, 0x60)]
+        ),
+        ModuleSpec(
+            "win32k.sys",
+            s32 + "win32k.sys",
+            0x40000,
+            tag_sites=[
+                T("Gla5", None, 0x80, 0x21),
+                T("Usqm", None, 0x1E0, 0x21),
+                T("Ustx", None, 0x40, 0x20),
+            ],
+        ),  # fmt: skip
         ModuleSpec(
             "myfault.sys",
             "\\??\\C:\\Windows\\system32\\drivers\\myfault.sys",
             0x7000,
-            [StringSpec("Leak")],
+            tag_sites=[T("Leak", 0x1634, 0xFA000), T("Leak", 0x16A0, 0xFA000)],
         ),
     ]
 
@@ -268,6 +461,8 @@ def _convert(key: str, value: Any) -> Any:
         "boot_id",
         "kd_secondary_version",
         "kernel_verifier",
+        "nonpaged_pool_pages",
+        "nonpaged_pool_max_pages",
     }
     if value is None:
         return None
@@ -294,18 +489,106 @@ def _convert(key: str, value: Any) -> Any:
     if key == "modules":
         return [_module(m) for m in value]
     if key == "pat_large_page":
-        if isinstance(value, str):
-            return value.strip().lower() in ("1", "true", "yes", "on")
-        return bool(value)
+        return _bool(value)
+    if key == "pool":
+        return _pool(value)
     return value
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _keys(what: str, d: Any, allowed: set[str]) -> None:
+    if not isinstance(d, dict):
+        raise ValueError(f"{what}: expected an object, got {d!r}")
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise ValueError(f"unknown {what} keys: {', '.join(unknown)}")
+
+
+def _big(what: str, b: Any) -> BigPoolSpec:
+    if isinstance(b, BigPoolSpec):
+        return copy.deepcopy(b)
+    _keys(what, b, {"tag", "pool", "count", "bytes"})
+    return BigPoolSpec(
+        tag=b["tag"],
+        pool=b.get("pool", "nonpaged"),
+        count=parse_int(b.get("count", 1)),
+        bytes=parse_int(b.get("bytes", 0x2000)),
+    )
+
+
+def _pool(v: Any) -> PoolSpec:
+    if isinstance(v, PoolSpec):
+        return copy.deepcopy(v)
+    _keys(
+        "pool",
+        v,
+        {"tags", "big", "freed_big", "free_blocks", "corrupt_pages", "tracker_entries",
+         "big_table_entries", "scale"},
+    )  # fmt: skip
+    tags = []
+    for t in v.get("tags", []):
+        if isinstance(t, PoolTagSpec):
+            tags.append(copy.deepcopy(t))
+            continue
+        _keys("pool.tags", t, {"tag", "pool", "count", "size", "frees", "protected"})
+        size = t.get("size", 0x40)
+        frees = t.get("frees")
+        tags.append(
+            PoolTagSpec(
+                tag=t["tag"],
+                pool=t.get("pool", "nonpaged"),
+                count=parse_int(t.get("count", 0)),
+                size=[parse_int(x) for x in size] if isinstance(size, list) else parse_int(size),
+                frees=None if frees is None else parse_int(frees),
+                protected=_bool(t.get("protected", False)),
+            )
+        )
+    cp = v.get("corrupt_pages", {})
+    if isinstance(cp, CorruptPagesSpec):
+        corrupt = copy.deepcopy(cp)
+    else:
+        _keys("pool.corrupt_pages", cp, {"broken_chain", "garbage_header", "half_page"})
+        corrupt = CorruptPagesSpec(**{k: parse_int(x) for k, x in cp.items()})
+    return PoolSpec(
+        tags=tags,
+        big=[_big("pool.big", b) for b in v.get("big", [])],
+        freed_big=[_big("pool.freed_big", b) for b in v.get("freed_big", [])],
+        free_blocks=parse_int(v.get("free_blocks", 0)),
+        corrupt_pages=corrupt,
+        tracker_entries=parse_int(v.get("tracker_entries", 0x401)),
+        big_table_entries=parse_int(v.get("big_table_entries", 0x800)),
+        scale=parse_int(v.get("scale", 1)),
+    )
 
 
 def _module(m: Any) -> ModuleSpec:
     if isinstance(m, ModuleSpec):
         return copy.deepcopy(m)
-    unknown = set(m) - {"name", "path", "size", "strings"}
+    unknown = set(m) - {"name", "path", "size", "strings", "tag_sites"}
     if unknown:
         raise ValueError(f"unknown module keys: {sorted(unknown)}")
+    sites = []
+    for t in m.get("tag_sites", []):
+        if isinstance(t, TagSiteSpec):
+            sites.append(copy.deepcopy(t))
+        elif isinstance(t, str):
+            sites.append(TagSiteSpec(t))
+        else:
+            _keys("module tag_sites", t, {"tag", "offset", "size", "pool_type"})
+            off = t.get("offset")
+            sites.append(
+                TagSiteSpec(
+                    tag=t["tag"],
+                    offset=None if off is None else parse_int(off),
+                    size=parse_int(t.get("size", 0)),
+                    pool_type=parse_int(t.get("pool_type", 0)),
+                )
+            )
     strings = []
     for s in m.get("strings", []):
         if isinstance(s, StringSpec):
@@ -320,12 +603,57 @@ def _module(m: Any) -> ModuleSpec:
         path=m.get("path"),
         size=parse_int(m.get("size", 0x10000)),
         strings=strings,
+        tag_sites=sites,
     )
 
 
 # --------------------------------------------------------------------- builtins
 _WIN7_OMIT = [[0x4800, 0x200], [0x5400, 0x80], [0x5FFF, 1]]
 _WIN10_OMIT = [[0x4A00, 0x300], [0x7000, 0x100]]
+
+
+def _t(
+    tag: str, pool: str, count: int, size: int, frees: int, prot: bool = False
+) -> dict[str, Any]:
+    return {"tag": tag, "pool": pool, "count": count, "size": size, "frees": frees,
+            "protected": prot}  # fmt: skip
+
+
+WIN7_BACKGROUND_POOL: dict[str, Any] = {
+    "tags": [
+        _t("Thre", "nonpaged", 96, 0x4F0, 2310, True),
+        _t("Proc", "nonpaged", 28, 0x530, 61, True),
+        _t("File", "nonpaged", 150, 0x140, 48211, True),
+        _t("Even", "nonpaged", 200, 0x70, 91544, True),
+        _t("Irp ", "nonpaged", 20, 0x3A0, 1203399),
+        _t("Pool", "nonpaged", 6, 0x90, 3),
+        _t("EtwB", "nonpaged", 12, 0x1B0, 40),
+        _t("nVsC", "nonpaged", 40, 0x60, 1877),
+        _t("netv", "nonpaged", 24, 0x160, 355),
+        _t("NtFs", "nonpaged", 10, 0x100, 7040),
+        _t("NtFs", "paged", 60, 0xC0, 25112),
+        _t("MmSt", "paged", 120, 0x170, 10370),
+        _t("CM31", "paged", 40, 0x1F0, 612),
+        _t("Toke", "paged", 40, 0x3A0, 5125, True),
+        _t("ObNm", "paged", 150, 0x50, 30877),
+        _t("MmRe", "paged", 0, 0x200, 9),
+        _t("Gla5", "session_paged", 30, 0x80, 0),
+        _t("Usqm", "session_paged", 12, 0x1E0, 0),
+        _t("Ustx", "session_nonpaged", 6, 0x40, 0),
+    ],
+    "big": [
+        {"tag": "EtwB", "pool": "nonpaged", "count": 3, "bytes": 0x10000},
+        {"tag": "MmSt", "pool": "paged", "count": 1, "bytes": 0x6000},
+        {"tag": "CM31", "pool": "paged", "count": 2, "bytes": 0x4000},
+    ],
+    "freed_big": [
+        {"tag": "MmSt", "pool": "paged", "count": 4, "bytes": 0x3000},
+        {"tag": "EtwB", "pool": "nonpaged", "count": 2, "bytes": 0x10000},
+    ],
+    "free_blocks": 60,
+    "corrupt_pages": {"broken_chain": 2, "garbage_header": 2, "half_page": 2},
+}
+"""The demo's background pool: Win7 object tags carry the protected bit."""
 
 BUILTINS: dict[str, dict[str, Any]] = {
     "win7sp1": {
@@ -341,6 +669,7 @@ BUILTINS: dict[str, dict[str, Any]] = {
         "fill": "pattern",
         "kdbg": "plain",
         "seed": 7601,
+        "pool": WIN7_BACKGROUND_POOL,
     },
     "win10-19045": {
         "name": "win10-19045",
@@ -367,11 +696,33 @@ BUILTINS["win10-19045-encoded"] = dict(
     BUILTINS["win10-19045"], name="win10-19045-encoded", kdbg="encoded"
 )
 BUILTINS["win7sp1-4g"] = dict(BUILTINS["win7sp1"], name="win7sp1-4g", ram_mib=4096)
+BUILTINS["win7sp1-8g"] = dict(BUILTINS["win7sp1"], name="win7sp1-8g", ram_mib=8192)
+BUILTINS["win7sp1-leak"] = dict(
+    BUILTINS["win7sp1"],
+    name="win7sp1-leak",
+    ram_mib=1024,
+    fill="zero",
+    uptime_s=412877.0,
+    nonpaged_pool_max_pages=152651,
+    nonpaged_pool_pages=152178,
+    pool=dict(
+        WIN7_BACKGROUND_POOL,
+        big=[
+            *WIN7_BACKGROUND_POOL["big"],
+            {"tag": "Leak", "pool": "nonpaged", "count": 601, "bytes": 1024000},
+        ],
+    ),
+)
+"""The NTDebugging "Troubleshooting Pool Leaks" case: myfault.sys leaks 601 nonpaged
+big-pool allocations of 1,024,000 bytes (615,424,000 bytes) under tag "Leak"; nonpaged pool
+usage 152178 of a 152651-page maximum."""
 
 
 def builtin(name: str) -> Scenario:
-    """A built-in scenario: ``win7sp1`` (the demo), ``win7sp1-bitmap``, ``win10-19045``,
-    ``win10-19045-encoded``, ``win7sp1-4g`` (a 4 GiB pattern-filled full dump)."""
+    """A built-in scenario: ``win7sp1`` (the demo, with a background pool),
+    ``win7sp1-bitmap``, ``win7sp1-leak`` (1 GiB, sparse: the "Leak" pool leak),
+    ``win10-19045``, ``win10-19045-encoded``, ``win7sp1-4g`` and ``win7sp1-8g`` (pattern-
+    filled full dumps for benchmarks)."""
     try:
         data = BUILTINS[name]
     except KeyError:

@@ -38,6 +38,36 @@ class GroundTruth:
     fill: str
     seed: int
     notes: list[str] = field(default_factory=list)
+    pool: dict[str, Any] = field(default_factory=dict)
+    """Pool ground truth (ints stay ints; tags are 4-character strings, protected bit
+    cleared, trailing spaces kept, non-printable bytes as "?"; pool names "nonpaged",
+    "paged", "session_nonpaged", "session_paged")::
+
+        layout      profile pool.layout ("legacy" / "segment_heap": the forge writes
+                    POOL_HEADER page chains on every build)
+        tracker     {va, entries, rows: [{tag, nonpaged_allocs, nonpaged_frees,
+                    nonpaged_bytes, paged_allocs, paged_frees, paged_bytes}] (one per
+                    non-empty key, table order), slots: [table index of each row]}
+        blocks      [{pa, va, tag, size, previous_size, pool, allocated}] every block of
+                    every valid pool page, PA order; sizes in bytes with the header; a
+                    free block's pool is its page's pool
+        scan        {pool_pages, rejected_pages, rejected: [{pfn, pa, va, kind, first_tag,
+                    first_size}], rejected_free_first_pages, rejected_free_first: [{pfn,
+                    pa, va}], tags: [{tag, pool, allocated, allocated_bytes, free,
+                    free_bytes}]}
+        bigpool     {va, entries, rows: [{va, tag, bytes, pool, free}] (every entry with
+                    Key != 0, table order, va without the free bit), slots}
+        owners      {tag: [{module, offsets}]} for every tag used or referenced by code
+        memory      {MmNumberOfPhysicalPages, MmAvailablePages, MmResidentAvailablePages,
+                    MmAllocatedNonPagedPool, MmMaximumNonPagedPoolInBytes,
+                    MmPagedPoolCommit, MmSizeOfPagedPoolInBytes, MmTotalCommittedPages,
+                    MmTotalCommitLimit, MmPeakCommitment}
+        globals     {PoolTrackTable, PoolTrackTableSize, PoolBigPageTable,
+                    PoolBigPageTableSize}: variable addresses
+        protected_tags  tags stored with the protected bit in allocated headers
+        pages       page counts: small_<pool>, corrupt, big_nonpaged, big_paged,
+                    nonpaged_total, paged_total
+    """
     _content: dict[int, bytes] = field(default_factory=dict, repr=False)
     _fill: PageFill | None = field(default=None, repr=False)
     _placement: Placement | None = field(default=None, repr=False)

@@ -5,7 +5,8 @@ Pages are written in big buffers (``CHUNK_PAGES`` pages per ``os.pwrite``). With
 ``ftruncate``, so zero areas stay sparse. With fill "pattern" every other page is a
 16-byte PFN stamp followed by one of 16 seed-derived templates whose bytes are all
 >= 0x80, so no run of four printable ASCII bytes (a pool tag, "KDBG", a module string)
-can appear by accident.
+can appear by accident. The stamp's first 8 bytes are ``pfn << 8 | 0xF5``: its first byte
+is never 0, so no fill page starts like a pool page (PreviousSize 0).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _STAMP = struct.Struct("<QQ")
 _GOLDEN = 0x9E3779B97F4A7C15
 _M64 = (1 << 64) - 1
 _HIGH = 0x8080808080808080
+STAMP_LOW = 0xF5
 
 
 class PageFill:
@@ -40,7 +42,7 @@ class PageFill:
 
     @staticmethod
     def stamp(pfn: int) -> bytes:
-        return _STAMP.pack(pfn, ((pfn * _GOLDEN) & _M64) | _HIGH)
+        return _STAMP.pack((pfn << 8) | STAMP_LOW, ((pfn * _GOLDEN) & _M64) | _HIGH)
 
     def page(self, pfn: int) -> bytes:
         if self.mode == "zero":
@@ -127,7 +129,7 @@ def _pattern_chunk(
         if page is not None:
             append(page)
         else:
-            append(pack(pfn, ((pfn * _GOLDEN) & _M64) | _HIGH))
+            append(pack((pfn << 8) | STAMP_LOW, ((pfn * _GOLDEN) & _M64) | _HIGH))
             append(templates[pfn & 15])
     return b"".join(parts)
 

@@ -720,7 +720,8 @@ pub fn build_with(o: &Options) -> TestDump {
         put_u64(h, HDR_CONTEXT + 0x98, rsp);
         put_u64(h, HDR_CONTEXT + 0xF8, rip);
         put_u32(h, HDR_CONTEXT + 0x118, 0x1F80); // FltSave.MxCsr
-                                                 // EXCEPTION_RECORD64
+
+        // EXCEPTION_RECORD64
         h[HDR_EXCEPTION..HDR_DUMP_TYPE].fill(0);
         put_u32(h, HDR_EXCEPTION, 0xC000_0005);
         put_u64(h, HDR_EXCEPTION + 0x10, rip);

@@ -620,6 +620,13 @@ fn columns<'py>(py: Python<'py>, b: &Blocks) -> PyResult<Bound<'py, PyDict>> {
     Ok(d)
 }
 
+/// A tag (u32, first character in the low byte) as printed: four characters, '?' for
+/// non-printable bytes, protected bit cleared.
+#[pyfunction]
+fn tag_name(tag: u32) -> String {
+    tag::to_string(tag)
+}
+
 #[pyfunction]
 fn bugcheck_name(code: u32) -> Option<String> {
     bugcheck::name(code)
@@ -656,6 +663,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Module>()?;
     m.add_class::<Translation>()?;
     m.add_function(wrap_pyfunction!(bugcheck_name, m)?)?;
+    m.add_function(wrap_pyfunction!(tag_name, m)?)?;
     m.add_function(wrap_pyfunction!(builtin_profiles, m)?)?;
     m.add_function(wrap_pyfunction!(profile_for_build, m)?)?;
     Ok(())

@@ -54,13 +54,13 @@ impl<'a> AddressSpace<'a> {
             return Err(Error::not_present(va, "non-canonical address"));
         }
         let mut table = self.dtb;
-        for level in 0..3 {
+        for (level, name) in LEVELS.iter().enumerate().take(3) {
             let idx = (va >> (39 - 9 * level)) & 0x1FF;
             let entry = self.entry(va, level, table, idx)?;
             if entry & PRESENT == 0 {
                 return Err(Error::not_present(
                     va,
-                    format!("{} 0x{entry:x} is not present", LEVELS[level]),
+                    format!("{name} 0x{entry:x} is not present"),
                 ));
             }
             if level > 0 && entry & LARGE != 0 {

@@ -74,23 +74,14 @@ pub struct Blocks {
 }
 
 impl Blocks {
-    fn push(
-        &mut self,
-        pa: u64,
-        va: u64,
-        t: u32,
-        size: u32,
-        prev: u32,
-        pool: Pool,
-        allocated: bool,
-    ) {
+    fn push(&mut self, pa: u64, va: u64, h: &Header, l: &PoolLayout, pool: Pool) {
         self.pa.push(pa);
         self.va.push(va);
-        self.tag.push(t);
-        self.size.push(size);
-        self.previous_size.push(prev);
+        self.tag.push(tag::normalize(h.tag));
+        self.size.push((h.size * l.block_unit) as u32);
+        self.previous_size.push((h.prev * l.block_unit) as u32);
         self.pool.push(pool as u8);
-        self.allocated.push(allocated);
+        self.allocated.push(h.pool_type != 0);
     }
     fn append(&mut self, o: &mut Blocks) {
         self.pa.append(&mut o.pa);
@@ -173,49 +164,59 @@ fn acceptable(h: &Header) -> Option<bool> {
     (h.size != 0 && (tag::plausible(h.tag) || (!allocated && h.tag == 0))).then_some(allocated)
 }
 
-/// Validate one page's chain; on success, call `each(offset, header, allocated)` per block.
+/// Validate one page's chain; on success, call `each(offset, header, pool_type)` per block,
+/// where a free block (PoolType 0) is given the pool of the page's first allocated block.
+/// `Err(true)` marks a rejected page: its first header was a plausible allocated one with
+/// PreviousSize 0, but the chain broke (corruption, or a layout the scanner does not know).
 #[inline]
 fn walk_chain(
     page: &[u8],
     l: &PoolLayout,
-    mut each: impl FnMut(usize, &Header, bool),
+    mut each: impl FnMut(usize, &Header, u64),
 ) -> Result<(), bool> {
     let units = PAGE_SIZE / l.block_unit;
     // First header: cheap checks that reject almost every non-pool page.
     let first = header(page, 0, l).ok_or(false)?;
-    if first.prev != 0 || acceptable(&first).is_none() || first.size > units {
+    let Some(first_allocated) = acceptable(&first) else {
+        return Err(false);
+    };
+    if first.prev != 0 || first.size > units {
         return Err(false);
     }
-    let mut parity = None;
+    let broken = first_allocated;
+    let mut page_type = None;
     let mut off = 0u64;
     let mut prev_size = 0u64;
-    let mut n = 0;
     while off < units {
-        let h = header(page, (off * l.block_unit) as usize, l).ok_or(true)?;
-        let allocated = acceptable(&h).ok_or(true)?;
+        let h = header(page, (off * l.block_unit) as usize, l).ok_or(broken)?;
+        let allocated = acceptable(&h).ok_or(broken)?;
         if h.prev != prev_size || off + h.size > units {
-            return Err(true);
+            return Err(broken);
         }
         if allocated {
-            let p = h.pool_type & u64::from(l.paged_mask);
-            if *parity.get_or_insert(p) != p {
-                return Err(true);
+            let parity = |t: u64| t & u64::from(l.paged_mask);
+            if parity(*page_type.get_or_insert(h.pool_type)) != parity(h.pool_type) {
+                return Err(broken);
             }
         }
         prev_size = h.size;
         off += h.size;
-        n += 1;
     }
-    if parity.is_none() || n < 2 {
-        // Only free blocks: structurally valid, but no evidence of pool (a page of small
-        // zero-tag records can look like this), so it is not counted.
-        return Err(true);
-    }
+    // Only free blocks: structurally valid, but no evidence of pool (a page of small zero-tag
+    // records can look like this), so it is not counted.
+    let page_type = page_type.ok_or(false)?;
     let mut off = 0u64;
     while off < units {
-        let h = header(page, (off * l.block_unit) as usize, l).ok_or(true)?;
-        let allocated = h.pool_type != 0;
-        each((off * l.block_unit) as usize, &h, allocated);
+        let h = header(page, (off * l.block_unit) as usize, l).ok_or(broken)?;
+        each(
+            (off * l.block_unit) as usize,
+            &h,
+            if h.pool_type != 0 {
+                h.pool_type
+            } else {
+                page_type
+            },
+        );
         off += h.size;
     }
     Ok(())
@@ -234,9 +235,10 @@ fn scan_range(
         let Ok(page) = phys.page(pfn) else { continue };
         s.pages_scanned += 1;
         let mut va_base = None;
-        let res = walk_chain(page, l, |off, h, allocated| {
+        let res = walk_chain(page, l, |off, h, pool_type| {
             let t = tag::normalize(h.tag);
-            let pool = Pool::classify(h.pool_type, l.paged_mask, l.session_mask);
+            let allocated = h.pool_type != 0;
+            let pool = Pool::classify(pool_type, l.paged_mask, l.session_mask);
             let bytes = h.size * l.block_unit;
             let c = s.tags.entry((t, pool)).or_default();
             if allocated {
@@ -254,15 +256,7 @@ fn scan_range(
             if wanted {
                 let base = *va_base.get_or_insert_with(|| rmap.va_of(pfn).unwrap_or(0));
                 let va = if base == 0 { 0 } else { base + off as u64 };
-                s.blocks.push(
-                    pfn * PAGE_SIZE + off as u64,
-                    va,
-                    t,
-                    bytes as u32,
-                    (h.prev * l.block_unit) as u32,
-                    pool,
-                    allocated,
-                );
+                s.blocks.push(pfn * PAGE_SIZE + off as u64, va, h, l, pool);
             }
         });
         match res {

@@ -32,13 +32,20 @@ def main() -> int:
     ap.add_argument("--ram-mib", type=int)
     ap.add_argument("--path", default="/tmp/poolscope-scan-bench.dmp")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--reuse", action="store_true", help="reuse --path if it exists")
+    ap.add_argument(
+        "--pool-scale", type=int, help="multiply the pool's block counts (e.g. 850: ~1M blocks)"
+    )
     args = ap.parse_args()
     path = Path(args.path)
     sc = forge.builtin(args.scenario)
     if args.ram_mib:
         sc = sc.replace(ram_mib=args.ram_mib)
+    if args.pool_scale:
+        sc = sc.replace(pool=dict(sc.to_dict()["pool"], scale=args.pool_scale))
     t = time.perf_counter()
-    forge.forge(sc, path)
+    if not (args.reuse and path.exists()):
+        forge.forge(sc, path)
     forge_s = time.perf_counter() - t
     size = path.stat().st_size
 

@@ -117,6 +117,33 @@ impl Container {
         self.bytes.get(off..off + PAGE_SIZE as usize)
     }
 
+    /// Drop this process's mapping of the file bytes holding PFNs `start..end` (the page cache
+    /// keeps them; a later read faults them back). A whole-dump scan calls this per chunk so
+    /// that its resident set stays a few chunks, not the dump.
+    pub fn release(&self, start: u64, end: u64) {
+        let Bytes::Mapped(map) = &self.bytes else {
+            return;
+        };
+        let first = (start..end).find_map(|p| self.pages.lookup(p, &self.bytes));
+        let last = (start..end)
+            .rev()
+            .find_map(|p| self.pages.lookup(p, &self.bytes));
+        #[cfg(unix)]
+        if let (Some(a), Some(b)) = (first, last) {
+            if b >= a {
+                // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED only drops
+                // page-table entries, and the next access re-reads the same file bytes.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        a as usize,
+                        (b - a + PAGE_SIZE) as usize,
+                    )
+                };
+            }
+        }
+    }
+
     pub fn file_size(&self) -> u64 {
         self.bytes.len() as u64
     }

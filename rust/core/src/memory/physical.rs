@@ -59,6 +59,11 @@ impl<'a> PhysicalMemory<'a> {
         self.container.pages.present_runs(&self.container.bytes)
     }
 
+    /// See [`Container::release`]: keep a whole-dump pass from growing the resident set.
+    pub fn release(&self, start_pfn: u64, end_pfn: u64) {
+        self.container.release(start_pfn, end_pfn);
+    }
+
     pub fn page_count(&self) -> u64 {
         self.container.pages.page_count()
     }

@@ -287,7 +287,11 @@ pub fn scan(
         .collect();
     chunks
         .par_iter()
-        .map(|&(s, e)| scan_range(phys, rmap, layout, s, e, keep))
+        .map(|&(s, e)| {
+            let r = scan_range(phys, rmap, layout, s, e, keep);
+            phys.release(s, e);
+            r
+        })
         .collect::<Vec<_>>()
         .into_iter()
         .fold(PoolScan::default(), PoolScan::merge)

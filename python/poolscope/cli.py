@@ -100,6 +100,16 @@ def cmd_poolfind(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verifier(args: argparse.Namespace) -> int:
+    with _open(args) as dump:
+        v = dump.verifier(driver=args.driver, address=args.address)
+    if args.json:
+        print(json.dumps(v.document, indent=2))
+    else:
+        render.verifier(v.document, Console(), address=args.address)
+    return 0
+
+
 def cmd_forge(args: argparse.Namespace) -> int:
     from poolscope import forge
 
@@ -187,6 +197,16 @@ def parser() -> argparse.ArgumentParser:
     _dump_args(p)
     p.add_argument("tag", help="pool tag, e.g. Leak")
     p.set_defaults(func=cmd_poolfind)
+
+    p = sub.add_parser("verifier", help="Driver Verifier data, like !verifier 3 / 80 / 100")
+    _dump_args(p)
+    p.add_argument("--driver", help="only this verified driver, e.g. myfault.sys")
+    p.add_argument(
+        "--address",
+        type=lambda s: int(s, 0),
+        help="only log entries whose block contains this address (or this IRP)",
+    )
+    p.set_defaults(func=cmd_verifier)
 
     p = sub.add_parser("forge", help="write a realistic test dump from a scenario")
     src = p.add_mutually_exclusive_group(required=True)

@@ -58,6 +58,38 @@ class PoolScanResult:
     blocks: PoolBlocks | None
 
 
+@dataclass
+class TrackedAllocations:
+    """Driver Verifier's tracked pool allocations as columns (``!verifier 3``)."""
+
+    drivers: list[str]  # names; ``driver`` indexes into this list
+    driver: array[int]
+    va: array[int]
+    bytes: array[int]  # charged bytes (request rounded to 4, plus the 8-byte verifier header)
+    tag: array[int]
+    caller: array[int]
+
+    def __len__(self) -> int:
+        return len(self.va)
+
+
+@dataclass
+class Verifier:
+    """Driver Verifier state (``!verifier 3``, ``!verifier 80``, ``!verifier 100``)."""
+
+    enabled: bool
+    level: int
+    options: list[str]
+    stats: dict[str, int]
+    drivers: list[dict[str, Any]]
+    tracked: TrackedAllocations
+    log: list[dict[str, Any]]  # pool allocate/free log, newest first
+    irp_log: list[dict[str, Any]]
+    sites: list[dict[str, Any]]  # allocation sites ranked by outstanding bytes
+    sources: dict[str, str]
+    document: dict[str, Any]  # the ``verifier`` section of the scan report
+
+
 class Dump(_native.Dump):
     """An open kernel dump (see ``poolscope.open``)."""
 
@@ -99,6 +131,33 @@ class Dump(_native.Dump):
     def analyze(self, **options: Any) -> dict[str, Any]:
         """Every analysis in one pass (the report without its ``dump`` section)."""
         return dict(json.loads(self.analyze_json(**options)))
+
+    def verifier(self, driver: str | None = None, address: int | None = None) -> Verifier:
+        """Driver Verifier data; ``driver`` limits drivers and tracked allocations to one
+        driver, ``address`` limits the logs to entries whose block contains it (or that IRP)."""
+        doc = json.loads(self.verifier_json(driver, address))
+        cols = self.verifier_tracked_raw(driver)
+        tracked = TrackedAllocations(
+            drivers=[d["name"] for d in doc.get("drivers", [])],
+            driver=_array("I", cols["driver"]),
+            va=_array("Q", cols["va"]),
+            bytes=_array("Q", cols["bytes"]),
+            tag=_array("I", cols["tag"]),
+            caller=_array("Q", cols["caller"]),
+        )
+        return Verifier(
+            enabled=bool(doc.get("enabled")),
+            level=int(doc.get("level", 0)),
+            options=list(doc.get("options", [])),
+            stats=dict(doc.get("stats") or {}),
+            drivers=list(doc.get("drivers", [])),
+            tracked=tracked,
+            log=list(doc.get("log", [])),
+            irp_log=list(doc.get("irp_log", [])),
+            sites=list(doc.get("sites", [])),
+            sources=dict(doc.get("sources") or {}),
+            document=doc,
+        )
 
     def findings(self, **options: Any) -> list[dict[str, Any]]:
         return list(self.analyze(**options)["findings"])

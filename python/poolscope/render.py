@@ -150,3 +150,51 @@ def scan(rep: Any, console: Console, top: int = 10) -> None:
         console.print(t)
     for section, why in rep.unavailable.items():
         console.print(f"[yellow]{section} unavailable: {why}[/]")
+
+
+def _stack(frames: list[str], console: Console) -> None:
+    for f in frames:
+        console.print(f"    {f}")
+
+
+def verifier(doc: dict[str, Any], console: Console, address: int | None = None) -> None:
+    if not doc.get("enabled"):
+        console.print("Driver Verifier is not enabled in this dump.")
+        return
+    console.print(f"Verify Flags Level 0x{doc['level']:08x}: {', '.join(doc['options'])}\n")
+    st = doc.get("stats") or {}
+    t = Table(show_header=False, box=None, title="Summary of All Verifier Statistics")
+    for k, v in st.items():
+        t.add_row(k, f"0x{v:x}")
+    console.print(t)
+    t = Table("Driver", "State", "NP allocs", "NP bytes", "P allocs", "P bytes", box=None)
+    for d in doc.get("drivers", []):
+        t.add_row(
+            d["name"],
+            d["state"],
+            _kb(d["current_nonpaged_allocs"]),
+            _kb(d["current_nonpaged_bytes"]),
+            _kb(d["current_paged_allocs"]),
+            _kb(d["current_paged_bytes"]),
+        )
+    console.print(t)
+    tracked = doc.get("tracked", [])
+    if tracked:
+        t = Table("Driver", "PoolAddress", "SizeInBytes", "Tag", "CallersAddress", box=None)
+        for e in tracked:
+            caller = e["caller_symbol"] or e["caller"]
+            t.add_row(e["driver"], e["va"], f"{e['bytes']:#x}", e["tag"], caller)
+        console.print(t)
+    where = f", searching for address {address:#x}" if address is not None else ""
+    log = doc.get("log", [])
+    console.print(f"\nLog of recent kernel pool Allocate and Free operations{where}:")
+    for e in log:
+        console.print(f"Pool block {e['va']}, Size {e['bytes']:#x}, Thread {e['thread']}")
+        _stack(e.get("stack_symbols", []), console)
+    for e in doc.get("irp_log", []):
+        console.print(
+            f"IRP {e['irp']}, Thread {e['thread']}, IRQL {e['irql']:#x}, "
+            f"KernelApcDisable {e['kernel_apc_disable']:#x}, "
+            f"SpecialApcDisable {e['special_apc_disable']:#x}"
+        )
+        _stack(e.get("stack_symbols", []), console)

@@ -83,7 +83,7 @@ class Report:
     """Everything poolscope says about one dump. ``to_dict()`` is the ``scan --json`` document;
     its top-level keys are stable: dump, memory, poolused, pool_scan, bigpool, tag_owners,
     findings, sources (and, added: unavailable — each section that could not be computed, and
-    why)."""
+    why; verifier — Driver Verifier statistics, drivers, tracked allocations and logs)."""
 
     dump: dict[str, Any]
     memory: dict[str, Any] | None
@@ -94,6 +94,7 @@ class Report:
     findings: list[Finding]
     sources: dict[str, str]
     unavailable: dict[str, str] = field(default_factory=dict)
+    verifier: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,10 @@ fn main() {
         std::process::exit(2);
     };
     let threads: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(0);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool");
 
     let t0 = Instant::now();
     let dump = match Dump::open(&path, &DumpOptions::default()) {
@@ -50,9 +53,9 @@ fn main() {
                 let mut x = 0u64;
                 for pfn in start..end {
                     if let Ok(page) = phys.page(pfn) {
-                        x ^= page
-                            .chunks_exact(8)
-                            .fold(0u64, |a, w| a ^ u64::from_le_bytes(w.try_into().unwrap_or_default()));
+                        x ^= page.chunks_exact(8).fold(0u64, |a, w| {
+                            a ^ u64::from_le_bytes(w.try_into().unwrap_or_default())
+                        });
                     }
                 }
                 (end - start, x)

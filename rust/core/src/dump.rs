@@ -129,7 +129,7 @@ fn load_kernel(
         profile,
     ) {
         Ok(k) => {
-            notes.push(format!("KDBG found by {:?}", k.source));
+            notes.push(format!("KDBG found {}", k.source.describe()));
             notes.extend(k.notes.iter().cloned());
             Some(k)
         }

@@ -153,7 +153,11 @@ fn zero_runs_opens_empty() {
     let e = d.translate(testkit::KERN_BASE).unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotPresent);
     assert!(e.reason.contains("PML4 page"), "{e}");
-    assert!(d.notes.iter().any(|n| n.contains("not found")), "{:?}", d.notes);
+    assert!(
+        d.notes.iter().any(|n| n.contains("not found")),
+        "{:?}",
+        d.notes
+    );
 }
 
 #[test]
@@ -197,7 +201,11 @@ fn bitmap_bit_count_huge() {
         t.patch_u64(testkit::BMP_BITS, bits);
         let e = open_err(&t.bytes);
         assert_eq!(e.kind, ErrorKind::Format, "bits 0x{bits:x}: {e}");
-        assert_eq!(e.location, Location::FileOffset(0x2030), "bits 0x{bits:x}: {e}");
+        assert_eq!(
+            e.location,
+            Location::FileOffset(0x2030),
+            "bits 0x{bits:x}: {e}"
+        );
     }
     // a bitmap that reaches into the first page: FirstPage overlaps it
     let mut t = testkit::build(Variant::Bitmap);
@@ -211,7 +219,11 @@ fn bitmap_bit_count_small() {
     let mut t = testkit::build(Variant::Bitmap);
     t.patch_u64(testkit::BMP_BITS, 0x1FF);
     let d = open(&t.bytes).unwrap();
-    assert!(d.notes.iter().any(|n| n.contains("TotalPresentPages")), "{:?}", d.notes);
+    assert!(
+        d.notes.iter().any(|n| n.contains("TotalPresentPages")),
+        "{:?}",
+        d.notes
+    );
     assert_eq!(d.present_runs().len(), 1);
     assert_eq!(
         d.read_virtual(testkit::DRIVER_BASE, 2).unwrap_err().kind,
@@ -231,7 +243,7 @@ fn bitmap_first_page_bad() {
         len,
         len - 0x1000,
         0x1_0000_0000,
-        u64::MAX & !0xFFF,
+        0xFFFF_FFFF_FFFF_F000,
         0x3001,
         0x3008,
         0x2000,
@@ -260,7 +272,11 @@ fn bitmap_header_signatures() {
     let mut t = testkit::build(Variant::Bitmap);
     t.patch_u64(testkit::BMP_TOTAL_PRESENT, 99);
     let d = open(&t.bytes).unwrap();
-    assert!(d.notes.iter().any(|n| n.contains("TotalPresentPages = 99")), "{:?}", d.notes);
+    assert!(
+        d.notes.iter().any(|n| n.contains("TotalPresentPages = 99")),
+        "{:?}",
+        d.notes
+    );
     assert_eq!(d.modules.list.len(), 2);
 }
 
@@ -291,12 +307,12 @@ fn rdmp_bad_metadata_size() {
 fn rdmp_bad_ranges() {
     let m = testkit::build(Variant::Rdmp);
     let cases: [(u64, u64, u64, u64); 6] = [
-        (1, 8, 0x200, 3),               // more pages than stored
-        (1, 8, 5, 2),                   // overlapping
-        (1, 8, u64::MAX, 2),            // PFN + count overflows
-        (1, 8, u64::MAX - 1, 1),        // PFN past the physical address space
+        (1, 8, 0x200, 3),                 // more pages than stored
+        (1, 8, 5, 2),                     // overlapping
+        (1, 8, u64::MAX, 2),              // PFN + count overflows
+        (1, 8, u64::MAX - 1, 1),          // PFN past the physical address space
         (1, u64::MAX / 0x1000 + 1, 0, 0), // page bytes overflow
-        (1, 0xFFFF_FFFF, 0x200, 2),     // far too many pages
+        (1, 0xFFFF_FFFF, 0x200, 2),       // far too many pages
     ];
     for (a, an, b, bn) in cases {
         let mut t = testkit::build(Variant::Rdmp);
@@ -307,7 +323,10 @@ fn rdmp_bad_ranges() {
         t.patch_u64(testkit::RDMP_RANGES + 24, bn);
         let e = open_err(&t.bytes);
         assert_eq!(e.kind, ErrorKind::Format, "{a:x}/{an:x} {b:x}/{bn:x}: {e}");
-        assert!(matches!(e.location, Location::FileOffset(o) if o >= 0x2030), "{e}");
+        assert!(
+            matches!(e.location, Location::FileOffset(o) if o >= 0x2030),
+            "{e}"
+        );
     }
     // TotalNumberOfPages bounds the list (type 0xA): the driver range is not read
     let mut t = testkit::build(Variant::Rdmp);
@@ -353,7 +372,10 @@ fn page_table_loops_terminate() {
         within(5_000, || {
             let tr = d.translate(0x10).unwrap();
             assert_eq!((tr.pa, tr.page_size), (0x1010, 0x1000));
-            assert_eq!(d.read_virtual(0x0, 8).unwrap(), (0x1000u64 | 0x63).to_le_bytes());
+            assert_eq!(
+                d.read_virtual(0x0, 8).unwrap(),
+                (0x1000u64 | 0x63).to_le_bytes()
+            );
         });
         // PD[4] -> the PD: the PD is read as a page table
         let mut t = testkit::build(v);
@@ -399,11 +421,15 @@ fn page_table_entries_with_huge_pfns() {
     let e = d.read_virtual(testkit::NT_HOLE + 0xFF8, 16).unwrap_err();
     assert_eq!(e.location, Location::Virtual(testkit::NT_HOLE + 0xFF8));
     assert_eq!(
-        d.translate(testkit::PDE_NOT_PRESENT_VA + 0x1F_FFFF).unwrap().pa,
+        d.translate(testkit::PDE_NOT_PRESENT_VA + 0x1F_FFFF)
+            .unwrap()
+            .pa,
         0x000F_FFFF_FFFF_FFFF
     );
     assert_eq!(
-        d.translate(testkit::PDPTE_NOT_PRESENT_VA + 0x3FFF_FFFF).unwrap().pa,
+        d.translate(testkit::PDPTE_NOT_PRESENT_VA + 0x3FFF_FFFF)
+            .unwrap()
+            .pa,
         0x000F_FFFF_FFFF_FFFF
     );
     exercise(&d);
@@ -423,7 +449,11 @@ fn module_list_cycle_not_through_head() {
         t.patch_pa_u64(entry_pa(1), testkit::POOL_VA + testkit::POOL_ENTRIES[0]);
         let d = within_open(&t);
         assert_eq!(d.modules.list.len(), 2);
-        assert!(d.modules.notes.iter().any(|n| n.contains("loops")), "{:?}", d.modules.notes);
+        assert!(
+            d.modules.notes.iter().any(|n| n.contains("loops")),
+            "{:?}",
+            d.modules.notes
+        );
         assert!(d.notes.iter().any(|n| n.contains("loops")));
         // entry 0 -> itself
         let mut t = testkit::build(v);
@@ -482,7 +512,13 @@ fn module_list_broken_links() {
     let d = open(&t.bytes).unwrap();
     assert!(d.kdbg.is_none());
     assert!(d.modules.list.is_empty());
-    assert!(d.notes.iter().any(|n| n.contains("PsLoadedModuleList head")), "{:?}", d.notes);
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.contains("PsLoadedModuleList head")),
+        "{:?}",
+        d.notes
+    );
 }
 
 #[test]
@@ -516,7 +552,10 @@ fn modules_overlapping_and_wrapping() {
     t.patch_pa_u64(entry_pa(1) + 0x30, u64::MAX - 0x10);
     let d = open(&t.bytes).unwrap();
     assert_eq!(d.symbolize(u64::MAX).as_deref(), Some("testdrv+0x10"));
-    assert_eq!(d.symbolize(testkit::KERN_BASE + 1).as_deref(), Some("nt+0x1"));
+    assert_eq!(
+        d.symbolize(testkit::KERN_BASE + 1).as_deref(),
+        Some("nt+0x1")
+    );
     exercise(&d);
 }
 
@@ -531,7 +570,9 @@ fn kdbg_size_bad() {
         let d = open(&t.bytes).unwrap();
         assert!(d.kdbg.is_none(), "size 0x{size:x}");
         assert!(
-            d.notes.iter().any(|n| n.contains("debugger data block not found")),
+            d.notes
+                .iter()
+                .any(|n| n.contains("debugger data block not found")),
             "{:?}",
             d.notes
         );
@@ -546,7 +587,11 @@ fn kdbg_size_bad() {
     let d = open(&t.bytes).unwrap();
     let k = d.kdbg.as_ref().expect("found by physical scan");
     assert_eq!(k.size, 0x1000);
-    assert!(k.notes.iter().any(|n| n.contains("Header.Size")), "{:?}", k.notes);
+    assert!(
+        k.notes.iter().any(|n| n.contains("Header.Size")),
+        "{:?}",
+        k.notes
+    );
 }
 
 #[test]
@@ -555,14 +600,22 @@ fn kdbg_encoded_but_flag_clear_or_keys_wrong() {
     t.patch_pa(testkit::data_pa(testkit::DATA_KDP_DATA_BLOCK_ENCODED), &[0]);
     let d = open(&t.bytes).unwrap();
     assert!(d.kdbg.is_none());
-    assert!(d.notes.iter().any(|n| n.contains("KdpDataBlockEncoded")), "{:?}", d.notes);
+    assert!(
+        d.notes.iter().any(|n| n.contains("KdpDataBlockEncoded")),
+        "{:?}",
+        d.notes
+    );
     assert_eq!(d.modules.list.len(), 2);
 
     let mut t = testkit::build(Variant::EncodedKdbg);
     t.patch_pa_u64(testkit::data_pa(testkit::DATA_KI_WAIT_NEVER), 0x1111);
     let d = open(&t.bytes).unwrap();
     assert!(d.kdbg.is_none());
-    assert!(d.notes.iter().any(|n| n.contains("wrong keys")), "{:?}", d.notes);
+    assert!(
+        d.notes.iter().any(|n| n.contains("wrong keys")),
+        "{:?}",
+        d.notes
+    );
 
     // the snippet's RIP-relative operands point anywhere: no panic, no KDBG
     let mut t = testkit::build(Variant::EncodedKdbg);
@@ -635,7 +688,10 @@ fn empty_and_tiny_files() {
     let p = dir.path().join("empty.dmp");
     std::fs::write(&p, b"").unwrap();
     let e = Dump::open(&p, &DumpOptions::default()).err().unwrap();
-    assert_eq!((e.kind, e.location), (ErrorKind::Format, Location::FileOffset(0)));
+    assert_eq!(
+        (e.kind, e.location),
+        (ErrorKind::Format, Location::FileOffset(0))
+    );
     let e = Dump::open(&dir.path().join("absent.dmp"), &DumpOptions::default())
         .err()
         .unwrap();

@@ -208,7 +208,7 @@ fn dtb_pcid_bits_are_ignored() {
     for layout in [Layout::Full, Layout::Bitmap, Layout::Rdmp] {
         let t = testkit::build_with(&Options {
             layout,
-            dtb: testkit::PFN_PML4 * 0x1000 | 0x2A,
+            dtb: (testkit::PFN_PML4 * 0x1000) | 0x2A,
             ..Options::default()
         });
         let d = open(&t);

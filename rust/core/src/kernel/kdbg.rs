@@ -36,6 +36,19 @@ pub enum KdbgSource {
     PhysicalScan { pa: u64 },
 }
 
+impl KdbgSource {
+    pub fn describe(&self) -> String {
+        match self {
+            KdbgSource::HeaderPointer => "at the header's KdDebuggerDataBlock".into(),
+            KdbgSource::Decoded { .. } => {
+                "at the header's KdDebuggerDataBlock, encoded; decoded with the keys KdCopyDataBlock references".into()
+            }
+            KdbgSource::ImageScan => "by scanning the kernel image for its owner tag".into(),
+            KdbgSource::PhysicalScan { pa } => format!("by scanning physical memory for its owner tag (at 0x{pa:x})"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Kdbg {
     /// VA of the block, when known.

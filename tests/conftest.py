@@ -7,7 +7,9 @@ forged
     ``scenario`` is a builtin name (see ``poolscope.forge.BUILTINS``), a dict, a
     ``Scenario`` or a path to a scenario JSON file; ``overrides`` replace scenario fields
     with JSON-style values, e.g. ``forged("win7sp1", dump_type="kernel_bitmap")`` or
-    ``forged("win10-19045", kdbg="encoded")``. Results for names, dicts and paths are
+    ``forged("win10-19045", kdbg="encoded")``; the Driver Verifier builtins are
+    ``win7sp1-verifier`` and ``win10-19045-verifier`` (ground truth in
+    ``truth.verifier``). Results for names, dicts and paths are
     cached for the session, keyed by (scenario, overrides): treat the returned file and
     ground truth as read-only (copy the file before modifying it).
 """

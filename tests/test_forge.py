@@ -973,3 +973,521 @@ def test_pool_scenario_keys_are_validated_and_round_trip():
             sc.replace(pool=pool)
     with pytest.raises(ValueError, match="below"):
         forge.forge(sc.replace(nonpaged_pool_pages=10, ram_mib=32), "/dev/null")
+
+
+# ------------------------------------------------------------------ verifier
+VERIFIER_VARS = (
+    "MmVerifierData", "KernelVerifier", "VfSuspectDriversList", "ViTargetDriversAvl",
+    "VfPoolTraces", "VfPoolTracesIndex", "VfPoolTracesLength", "IovIrpTraces",
+    "IovIrpTracesIndex", "IovIrpTracesLength",
+)  # fmt: skip
+VERIFIER_BUILTINS = ["win7sp1-verifier", "win10-19045-verifier"]
+
+
+class VerifierView:
+    """The profile's verifier section parsed here (independently of the forge) plus reads
+    through kdmp-parser."""
+
+    def __init__(self, path, build: int):
+        self.p = load_profile(build)["verifier"]
+        self.c = {k: int(v, 16) for k, v in self.p["constants"].items()}
+        self.view = KdView(path)
+
+    def size(self, what: str) -> int:
+        return int(self.p[what]["size"], 16)
+
+    def off(self, what: str, name: str) -> int:
+        return int(self.p[what][name]["offset"], 16)
+
+    def get(self, raw: bytes, at: int, what: str, name: str) -> int:
+        f = self.p[what][name]
+        off = at + int(f["offset"], 16)
+        return int.from_bytes(raw[off : off + f["width"]], "little")
+
+    def struct(self, va: int, what: str) -> dict[str, int]:
+        raw = self.view.read(va, self.size(what))
+        return {n: self.get(raw, 0, what, n) for n in self.p[what] if n != "size"}
+
+    def read(self, va: int, size: int) -> bytes:
+        if size <= PAGE:
+            return self.view.read(va, size)
+        out = bytearray()  # large reads (the logs): page by page, without quadratic copies
+        kd = self.view.kd
+        while len(out) < size:
+            cur = va + len(out)
+            pa = kd.translate_virtual(cur)
+            assert pa is not None, hex(cur)
+            off = pa & 0xFFF
+            page = kd.read_physical_page(pa - off)
+            out += bytes(page)[off : off + min(PAGE - off, size - len(out))]
+        return bytes(out)
+
+    def q(self, va: int) -> int:
+        return self.view.q(va)
+
+    def u32(self, va: int) -> int:
+        return struct.unpack("<I", self.read(va, 4))[0]
+
+
+def _pool_tag_at(view: VerifierView, body: int) -> str:
+    return view.read(body - 16 + 4, 4).decode("latin-1")
+
+
+class _Owners:
+    """Which module image holds a VA (memoized: log frames repeat)."""
+
+    def __init__(self, truth):
+        self.mods = sorted((m["base"], m["base"] + m["size"], m["name"]) for m in truth.modules)
+        self.unloaded = [
+            (u["base"], u["base"] + u["size"])
+            for u in truth.verifier["layout"]["unloaded_images"].values()
+        ]
+        self.cache: dict[int, str | None] = {}
+
+    def __call__(self, va: int) -> str | None:
+        if va not in self.cache:
+            self.cache[va] = next((n for b, e, n in self.mods if b <= va < e), None)
+        return self.cache[va]
+
+    def frame_ok(self, va: int) -> bool:
+        return self(va) is not None or any(b <= va < e for b, e in self.unloaded)
+
+
+def _walk_list(view: VerifierView, head: int) -> list[int]:
+    out, node, prev = [], view.q(head), head
+    while node != head:
+        assert view.q(node + 8) == prev
+        out.append(node)
+        prev, node = node, view.q(node)
+        assert len(out) < 1000
+    assert view.q(head + 8) == prev
+    return out
+
+
+def _read_log(view: VerifierView, base: int, length: int, index: int, what: str, names):
+    """Newest first: min(index, length) entries from slot index & (length - 1) backwards."""
+    esize = view.size(what)
+    raw = view.read(base, length * esize)
+    st = view.off(what, "StackTrace")
+    frames = view.c["pool_trace_frames" if what == "pool_trace" else "irp_trace_frames"]
+    frames_at = struct.Struct(f"<{frames}Q")
+    fields = [(n, int(view.p[what][n]["offset"], 16), view.p[what][n]["width"]) for n in names]
+    out = []
+    for i in range(min(index, length)):
+        at = ((index - i) & (length - 1)) * esize
+        e = {n: int.from_bytes(raw[at + o : at + o + w], "little") for n, o, w in fields}
+        stack = frames_at.unpack_from(raw, at + st)
+        e["stack"] = list(stack[: stack.index(0)] if 0 in stack else stack)
+        out.append(e)
+    return out, raw
+
+
+def _check_tracker(view: VerifierView, truth, name: str, vd: int) -> dict:
+    """Walk one driver's tracker pages and free list; returns its figures."""
+    v = truth.verifier
+    data = view.struct(vd, "verified_driver_data")
+    assert data["Signature"] == view.c["verified_data_signature"] == 0x98761940
+    low = 0x3 if truth.build < 9200 else 0
+    raw = view.read(vd, view.size("verified_driver_data"))
+    for head in ("PoolPageHeaders", "PoolTrackers"):
+        nxt = view.off("verified_driver_data", f"{head}.Next")
+        assert struct.unpack_from("<Q", raw, nxt)[0] & 0xF == low
+    depth = data["PoolPageHeaders.Depth"]
+    page = data["PoolPageHeaders.Next"] & ~0xF
+    esize = view.size("pool_entry")
+    per_page = view.c["entries_per_tracker_page"]
+    bigpool = {b["va"]: b for b in truth.pool["bigpool"]["rows"]}
+    blocks = {b["va"]: b for b in truth.pool["blocks"]}
+    live, odd, pages = [], set(), []
+    while page:
+        assert page % PAGE == 0 and len(pages) < 100
+        pages.append(page)
+        hdr = view.struct(page, "pool_page_header")
+        assert hdr["Signature"] == view.c["pool_page_signature"] == 0x21321345
+        assert hdr["VerifierEntry"] == vd
+        b = bigpool[page]
+        assert (b["tag"], b["pool"], b["bytes"], b["free"]) == ("Vepp", "nonpaged", PAGE, False)
+        buf = view.read(page, PAGE)
+        for slot in range(1, per_page):
+            e = {n: view.get(buf, slot * esize, "pool_entry", n)
+                 for n in ("VirtualAddress", "CallingAddress", "NumberOfBytes", "Tag")}  # fmt: skip
+            if e["NumberOfBytes"] & 1:
+                odd.add(page + slot * esize)
+                continue
+            live.append((page + slot * esize, e))
+        page = hdr["NextPage"]
+    assert len(pages) == depth == len(v["layout"]["tracker_page_vas"][name])
+    assert pages == v["layout"]["tracker_page_vas"][name]
+    # the free list (PoolTrackers) visits exactly the odd entries
+    free, entry = [], data["PoolTrackers.Next"] & ~0xF
+    while entry:
+        free.append(entry)
+        entry = view.q(entry)
+        assert len(free) <= len(odd)
+    assert len(free) == len(set(free)) == data["PoolTrackers.Depth"] and set(free) == odd
+    drv = next(d for d in v["drivers"] if d["name"] == name)
+    counts = {"paged": [0, 0], "nonpaged": [0, 0]}
+    for entry_va, e in live:
+        va, n, tag = e["VirtualAddress"], e["NumberOfBytes"], e["Tag"].to_bytes(4, "little")
+        assert n and n % 2 == 0 and va
+        assert drv["base"] <= e["CallingAddress"] < drv["base"] + drv["size"]
+        assert view.q(va + n - 8) == entry_va  # VerifierPoolEntry back-pointer
+        if va % PAGE == 0 and va in bigpool:
+            b = bigpool[va]
+            assert not b["free"] and b["bytes"] >= n > 0xFE0
+        else:
+            b = blocks[va - 16]
+            assert b["allocated"] and b["size"] - 16 == n and n % 16 == 0
+            assert _pool_tag_at(view, va) == tag.decode()
+        assert b["tag"] == tag.decode()
+        counts[b["pool"]][0] += 1
+        counts[b["pool"]][1] += n
+    got = [{"driver": name, "va": e["VirtualAddress"], "bytes": e["NumberOfBytes"],
+            "tag": e["Tag"].to_bytes(4, "little").decode(), "caller": e["CallingAddress"]}
+           for _, e in live]  # fmt: skip
+    assert got == [x for x in v["tracked"] if x["driver"] == name]
+    for pool, cap in (("paged", "Paged"), ("nonpaged", "NonPaged")):
+        cur = data[f"Current{cap}PoolAllocations"]
+        assert cur == counts[pool][0] == drv[f"current_{pool}_allocs"]
+        assert data[f"{cap}Bytes"] == counts[pool][1] == drv[f"current_{pool}_bytes"]
+        assert data[f"Peak{cap}PoolAllocations"] == drv[f"peak_{pool}_allocs"] >= cur
+        assert data[f"Peak{cap}Bytes"] == drv[f"peak_{pool}_bytes"] >= data[f"{cap}Bytes"]
+    # live and free entries interleave on some page
+    layout = "".join("L" if p + s * esize in {x for x, _ in live} else "F"
+                     for p in pages for s in range(1, per_page))  # fmt: skip
+    return {"pages": len(pages), "free": len(odd), "counts": counts, "data": data,
+            "interleaved": "LFL" in layout, "live": live}  # fmt: skip
+
+
+@pytest.mark.parametrize("scenario", ["win7sp1", "win10-19045"])
+def test_verifier_not_enabled_leaves_mm_verifier_data_zero(forged, scenario):
+    path, truth = forged(scenario)
+    view = VerifierView(path, truth.build)
+    va = truth.kdbg["fields"]["MmVerifierData"]
+    assert va == truth.symbols["MmVerifierData"]
+    assert view.read(va, view.size("mm_driver_verifier_data")) == bytes(
+        view.size("mm_driver_verifier_data")
+    )
+    assert view.u32(truth.kdbg["fields"]["KernelVerifier"]) == 0
+    assert truth.verifier is None and truth.to_dict()["verifier"] is None
+    assert "VfSuspectDriversList" not in truth.symbols
+
+
+@pytest.mark.parametrize("scenario", VERIFIER_BUILTINS)
+def test_verifier_structures_through_kdmp(forged, scenario):
+    path, truth = forged(scenario)
+    t = {"symbols": truth.symbols, "kdbg": truth.kdbg, "header": truth.header,
+         "build": truth.build, "pool": truth.pool}  # fmt: skip
+    v = truth.verifier
+    view = VerifierView(path, t["build"])
+    for name in VERIFIER_VARS:
+        assert name in t["symbols"], name
+    assert v["layout"]["symbols"] == {k: t["symbols"][k] for k in v["layout"]["symbols"]}
+    # MmVerifierData through KDBG (an address field), KernelVerifier = 0
+    assert t["kdbg"]["fields"]["MmVerifierData"] == t["symbols"]["MmVerifierData"]
+    stats = view.struct(t["symbols"]["MmVerifierData"], "mm_driver_verifier_data")
+    assert stats == v["stats"] and stats["Level"] == v["level"] == 0x8
+    assert view.u32(t["kdbg"]["fields"]["KernelVerifier"]) == 0
+    # bug check 0xC4 / 0x62: name, verified data, outstanding allocations of myfault.sys
+    bc = t["header"]["BugCheckCodeParameters"]
+    assert t["header"]["BugCheckCode"] == 0xC4 and bc[0] == 0x62
+    assert view.view.unicode_string(bc[1]) == "myfault.sys" and bc[3] == 10
+
+    # VfSuspectDriversList: entries in scenario order, name inline after the structure
+    esize = view.size("suspect_driver_entry")
+    entries = _walk_list(view, t["symbols"]["VfSuspectDriversList"])
+    names = []
+    for e in entries:
+        s = view.struct(e, "suspect_driver_entry")
+        assert s["BaseName.Buffer"] == e + esize == e + 0x28
+        name = view.read(s["BaseName.Buffer"], s["BaseName.Length"]).decode("utf-16-le")
+        names.append((name, s["Loads"], s["Unloads"]))
+        assert _pool_tag_at(view, e) == "VfSD"
+        assert v["layout"]["suspect_entries"][name] == e
+    assert names == [(d["name"], d["loads"], d["unloads"]) for d in v["drivers"]]
+    assert [d["state"] for d in v["drivers"]] == ["loaded"] * 3 + ["unloaded"]
+
+    # ViTargetDriversAvl: every table a BST keyed by image base, one node per loaded driver
+    tree = view.struct(t["symbols"]["ViTargetDriversAvl"], "avl_tree")
+    tables_no = tree["TablesNo"]
+    assert tables_no == (1 if t["build"] < 9200 else 2) == v["layout"]["tables_no"]
+    stride = view.size("avl_table")
+    links = view.c["avl_node_links"]
+    found = {}
+    for ti in range(tables_no):
+        table = tree["Tables"] + ti * stride
+        assert view.q(table + view.off("balanced_links", "Parent")) == table
+        root = view.q(table + view.off("avl_table", "RightChild"))
+        keys = []
+
+        def walk(node, parent, lo, hi, table=table, ti=ti, keys=keys):
+            if not node:
+                return
+            bl = view.struct(node, "balanced_links")
+            assert bl["Parent"] == parent
+            td = view.struct(node + links, "target_driver")
+            assert lo < td["p"] < hi and (td["p"] >> 12) % tables_no == ti
+            assert _pool_tag_at(view, node) == "VfAT"
+            walk(bl["LeftChild"], node, lo, td["p"])
+            keys.append(td["p"])
+            found[td["p"]] = (td, node)
+            walk(bl["RightChild"], node, td["p"], hi)
+
+        walk(root, table, 0, 1 << 64)
+        assert keys == sorted(keys)
+        count = struct.unpack("<I", view.read(table + view.off("avl_table",
+                              "NumberGenericTableElements"), 4))[0]  # fmt: skip
+        assert count == len(keys)
+    if tables_no > 1:
+        assert len(set(v["layout"]["avl_table_of"].values())) == tables_no  # all used
+    loaded = [d for d in v["drivers"] if d["state"] == "loaded"]
+    assert tree["NodeCount"] == len(found) == len(loaded)
+    figures = {}
+    for d in loaded:
+        m = truth.module(d["name"])
+        assert (d["base"], d["size"]) == (m["base"], m["size"])
+        td, node = found[d["base"]]
+        assert td["RangeSize"] == d["size"] and node == v["layout"]["avl_nodes"][d["name"]]
+        vd = td["VerifiedData"]
+        assert _pool_tag_at(view, vd) == "VfVD" and vd == v["layout"]["verified_data"][d["name"]]
+        assert view.q(vd) == v["layout"]["suspect_entries"][d["name"]]  # SuspectDriverEntry
+        figures[d["name"]] = _check_tracker(view, truth, d["name"], vd)
+    assert v["tracker_pages"] == sum(f["pages"] for f in figures.values())
+    assert v["free_entries"] == sum(f["free"] for f in figures.values())
+    assert figures["vrfdemo.sys"]["pages"] >= 3 and figures["vrfdemo.sys"]["interleaved"]
+    # MmVerifierData figures: sums over the tracked entries (and peaks above them)
+    for pool, cap in (("paged", "Paged"), ("nonpaged", "NonPaged")):
+        cur = sum(f["counts"][pool][0] for f in figures.values())
+        nbytes = sum(f["counts"][pool][1] for f in figures.values())
+        assert stats[f"Current{cap}PoolAllocations"] == cur
+        assert stats[f"{cap}Bytes"] == nbytes
+        assert stats[f"Peak{cap}PoolAllocations"] >= cur
+        assert stats[f"Peak{cap}Bytes"] >= nbytes
+    tracked = len(v["tracked"])
+    assert stats["AllocationsAttempted"] >= stats["AllocationsSucceeded"] >= tracked
+    assert stats["AllocationsSucceeded"] >= stats["AllocationsSucceededSpecialPool"] >= 10
+    assert (stats["Loads"], stats["Unloads"]) == (1 + 1 + 3 + 2, 0 + 0 + 2 + 2)
+    # the blog's leak: ten 0xFB000-byte requests from myfault+0x1634, charged 0xFB008
+    mf = truth.module("myfault.sys")
+    leak = [x for x in v["tracked"] if x["driver"] == "myfault.sys"]
+    assert len(leak) == 10
+    assert {(x["tag"], x["bytes"], x["caller"] - mf["base"]) for x in leak} == {
+        ("Leak", 0xFB008, 0x1634)
+    }
+    # the pool scan stays consistent: nothing but the scenario's corrupt pages is rejected
+    assert {r["kind"] for r in t["pool"]["scan"]["rejected"]} <= {
+        "broken_chain", "garbage_header", "half_page"
+    }  # fmt: skip
+    rows = {r["tag"]: r for r in t["pool"]["tracker"]["rows"]}
+    assert rows["Leak"]["nonpaged_allocs"] - rows["Leak"]["nonpaged_frees"] == 10
+    # three freed big ones (big-page entries with Va | 1), plus small churn in the pool log
+    assert rows["Leak"]["nonpaged_frees"] > 3
+    assert [b["bytes"] for b in t["pool"]["bigpool"]["rows"] if b["tag"] == "Leak" and b["free"]
+            ] == [0xFC000] * 3  # fmt: skip
+    for tag in ("VfSD", "VfAT", "VfVD", "Vepp", "VfPT", "VfIT"):
+        assert [o["module"] for o in t["pool"]["owners"][tag]] == ["ntoskrnl.exe"], tag
+
+
+@pytest.mark.parametrize("scenario", VERIFIER_BUILTINS)
+def test_verifier_logs_wrap_newest_first(forged, scenario):
+    path, truth = forged(scenario)
+    t = {"pool": truth.pool, "kernel_base": truth.kernel_base}
+    v, sym = truth.verifier, truth.symbols
+    view = VerifierView(path, truth.build)
+    owner = _Owners(truth)
+    base, index = view.q(sym["VfPoolTraces"]), view.u32(sym["VfPoolTracesIndex"])
+    length = view.u32(sym["VfPoolTracesLength"])
+    log = v["log"]
+    assert (base, length, index) == (log["va"], log["length"], log["index"])
+    assert index > length and length & (length - 1) == 0  # wrapped, power of two
+    b = {r["va"]: r for r in t["pool"]["bigpool"]["rows"]}[base]
+    assert (b["tag"], b["pool"]) == ("VfPT", "nonpaged")
+    entries, raw = _read_log(view, base, length, index, "pool_trace", ("Address", "Size", "Thread"))
+    assert len(entries) == length
+    assert [{"va": e["Address"], "bytes": e["Size"], "thread": e["Thread"], "stack": e["stack"]}
+            for e in entries] == log["entries"]  # fmt: skip
+    # old frames stay after a shorter stack's terminator (the kernel writes only one 0)
+    st, esize = view.off("pool_trace", "StackTrace"), view.size("pool_trace")
+    stale = 0
+    for slot in range(length):
+        frames = struct.unpack_from("<13Q", raw, slot * esize + st)
+        k = frames.index(0) if 0 in frames else 13
+        stale += any(frames[k + 1 :])
+    assert stale > 0
+    alloc_top = sym["VeAllocatePoolWithTagPriority"]
+    free_top = sym["ExFreePoolWithTag"]
+    threads = set(v["layout"]["threads"])
+    for th in threads:  # ETHREADs: 16-aligned, in nonpaged pool ("Thre" blocks)
+        assert th % 16 == 0 and view.view.kd.translate_virtual(th) is not None
+    kinds = {"alloc": 0, "free": 0}
+    frames: set[int] = set()
+    for e in entries:
+        assert e["Thread"] in threads and len(e["stack"]) <= 13
+        top = e["stack"][0]
+        kind = "alloc" if alloc_top <= top < alloc_top + 0x480 else "free"
+        if kind == "free":
+            assert free_top <= top < free_top + 0x700
+        kinds[kind] += 1
+        frames.update(e["stack"])
+    assert kinds["alloc"] and kinds["free"]
+    assert all(owner.frame_ok(f) for f in frames)  # frames lie in module images
+    # allocation sites: tracked blocks joined with their (newest) allocation trace
+    newest = {}
+    for e in reversed(entries):  # oldest first, so newer entries win
+        if alloc_top <= e["stack"][0] < alloc_top + 0x480:
+            newest[e["Address"]] = e["stack"]
+    sites: dict[tuple, list[int]] = {}
+    for x in v["tracked"]:
+        key = (x["driver"], x["caller"], tuple(newest.get(x["va"], ())))
+        s = sites.setdefault(key, [0, 0])
+        s[0] += x["bytes"]
+        s[1] += 1
+    ranked = sorted(sites.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
+    assert [{"driver": k[0], "caller": k[1], "outstanding_bytes": s[0],
+             "outstanding_allocs": s[1], "stack": list(k[2])}
+            for k, s in ranked] == v["sites"]  # fmt: skip
+    top_site = v["sites"][0]
+    mf = truth.module("myfault.sys")
+    assert top_site["driver"] == "myfault.sys" and top_site["outstanding_allocs"] == 10
+    assert top_site["stack"][2:4] == [mf["base"] + 0x1634, mf["base"] + 0x1700]
+    assert owner(top_site["stack"][4]) == "ntoskrnl.exe"
+
+    # the IRP log
+    ib, ii = view.q(sym["IovIrpTraces"]), view.u32(sym["IovIrpTracesIndex"])
+    il = view.u32(sym["IovIrpTracesLength"])
+    irp = v["irp_log"]
+    assert (ib, il, ii) == (irp["va"], irp["length"], irp["index"]) and ii > il == 0x100
+    names = ("Irp", "Thread", "KernelApcDisable", "SpecialApcDisable", "Irql")
+    got, _ = _read_log(view, ib, il, ii, "irp_trace", names)
+
+    def s16(x):
+        return x - 0x10000 if x & 0x8000 else x
+
+    assert [{"irp": e["Irp"], "thread": e["Thread"], "irql": e["Irql"],
+             "kernel_apc_disable": s16(e["KernelApcDisable"]),
+             "special_apc_disable": s16(e["SpecialApcDisable"]), "stack": e["stack"]}
+            for e in got] == irp["entries"]  # fmt: skip
+    irps = set(v["layout"]["irps"])
+    culprits = []
+    for e in got:
+        assert e["Irp"] in irps and e["Irql"] <= 2
+        first = next((owner(f) for f in e["stack"] if owner(f) != "ntoskrnl.exe"), None)
+        if e["SpecialApcDisable"]:
+            culprits.append(first)
+    assert culprits == ["fltdemo.sys"] * 5
+
+
+def test_verifier_custom_scenario_defaults_and_options(tmp_path):
+    sc = forge.builtin("win7sp1").replace(
+        ram_mib=48, fill="zero", pool=None, bugcheck={"code": "0xC4"},
+        verifier={
+            "level": "0x9BB",
+            "drivers": [{
+                "name": "custom.sys", "size": "0x6000", "freed": 40,
+                "allocations": [
+                    {"tag": "Cus1", "bytes": 0x30, "pool": "nonpaged", "count": 300,
+                     "site": "0x1200",
+                     "stack": ["nt!VeAllocatePoolWithTagPriority+0x2cb", "nt+0x1234",
+                               "custom+0x1206", "custom.sys+0x1500", "Ntfs.sys+0x2000"]},
+                    {"tag": "Cus2", "bytes": 0x3000, "pool": "paged", "count": 2},
+                ]}],
+            "pool_log": {"length": 0x800},
+            "avl_tables": 3,
+            "stats": {"RaiseIrqls": 77, "Trims": 5},
+        },
+    )  # fmt: skip
+    truth = forge.forge(sc, tmp_path / "c.dmp")
+    t = truth.to_dict()
+    v = t["verifier"]
+    view = VerifierView(tmp_path / "c.dmp", 7601)
+    custom = truth.module("custom.sys")  # added to the module list, with its tag sites
+    assert custom["size"] == 0x6000 and {s["tag"] for s in custom["tag_sites"]} == {"Cus1", "Cus2"}
+    stats = view.struct(t["symbols"]["MmVerifierData"], "mm_driver_verifier_data")
+    assert stats == v["stats"] and (stats["Level"], stats["RaiseIrqls"], stats["Trims"]) == (
+        0x9BB,
+        77,
+        5,
+    )
+    assert stats["CurrentNonPagedPoolAllocations"] == 300
+    assert stats["CurrentPagedPoolAllocations"] == 2
+    assert stats["PagedBytes"] == 2 * (0x3000 + 8)
+    tree = view.struct(t["symbols"]["ViTargetDriversAvl"], "avl_tree")
+    assert tree["TablesNo"] == 3 and tree["NodeCount"] == 1
+    fig = _check_tracker(view, truth, "custom.sys", v["layout"]["verified_data"]["custom.sys"])
+    assert fig["pages"] >= 3 and v["tracker_pages"] == fig["pages"]
+    # the pool log: exactly the driver's events (not wrapped: slot 0 empty), user stacks
+    log = v["log"]
+    assert log["index"] == 302 + 2 * 40 and log["index"] < log["length"]
+    assert view.u32(t["symbols"]["VfPoolTracesIndex"]) == log["index"]
+    assert view.read(log["va"], 0x80) == bytes(0x80)
+    want = [t["symbols"]["VeAllocatePoolWithTagPriority"] + 0x2CB, t["kernel_base"] + 0x1234,
+            custom["base"] + 0x1206, custom["base"] + 0x1500,
+            truth.module("Ntfs.sys")["base"] + 0x2000]  # fmt: skip
+    user = [e for e in log["entries"] if e["stack"] == want]
+    assert len(user) >= 300  # every Cus1 allocation trace (freed ones too)
+    frees = [e for e in log["entries"] if e["stack"][0] != want[0]
+             and e["stack"][0] - t["symbols"]["ExFreePoolWithTag"] == 0x4AF]  # fmt: skip
+    assert len(frees) == 40
+    assert v["irp_log"] is None and view.q(t["symbols"]["IovIrpTraces"]) == 0
+    assert view.u32(t["symbols"]["IovIrpTracesLength"]) == 0
+    assert t["header"]["BugCheckCodeParameters"][:1] == [0x62]
+
+
+def test_verifier_is_deterministic(tmp_path):
+    sc = forge.builtin("win7sp1-verifier").replace(ram_mib=64)
+    a = forge.forge(sc, tmp_path / "a.dmp")
+    b = forge.forge(sc, tmp_path / "b.dmp")
+    assert _sha(tmp_path / "a.dmp") == _sha(tmp_path / "b.dmp")
+    assert json.dumps(a.to_dict()["verifier"]) == json.dumps(b.to_dict()["verifier"])
+    back = json.loads(json.dumps(a.to_dict()))
+    assert back["verifier"] == a.to_dict()["verifier"]
+
+
+def test_verifier_scenario_keys_are_validated_and_round_trip(tmp_path):
+    sc = forge.builtin("win7sp1-verifier")
+    assert forge.Scenario.from_dict(json.loads(json.dumps(sc.to_dict()))) == sc
+    assert sc.verifier is not None and sc.verifier.level == 8
+    good = {"drivers": [{"name": "a.sys"}]}
+    bad = [
+        {"levels": 8},
+        {"drivers": [{"name": "a.sys", "loaded": False, "allocations": [{"count": 1}]}]},
+        {"drivers": [{"name": "a.sys", "loads": 1, "unloads": 1}]},
+        {"drivers": [{"name": "a.sys", "loaded": False, "loads": 2, "unloads": 1}]},
+        {"drivers": [{"name": "a.sys"}, {"name": "A.SYS"}]},
+        {"drivers": [{"name": "ntoskrnl.exe"}]},
+        {"drivers": [{"name": "a.sys", "allocations": [{"pool": "session_paged"}]}]},
+        {"drivers": [{"name": "a.sys", "allocations": [{"tag": "TooLong"}]}]},
+        {"drivers": [{"name": "a.sys", "allocations": [{"stack": [0]}]}]},
+        {"drivers": [{"name": "a.sys", "allocations": [{"stack": ["a.sys+zz"]}]}]},
+        {"drivers": [{"name": "a.sys", "bogus": 1}]},
+        {"pool_log": {"length": 0x300}},
+        {"irp_log": {"length": 0x100, "apc_disabled": [{"module": "nt"}]}},
+        {"stats": {"PagedBytes": 5}},
+        {"avl_tables": 0},
+    ]
+    for v in bad:
+        with pytest.raises(ValueError):
+            sc.replace(verifier=v)
+    small = forge.builtin("win7sp1").replace(ram_mib=32, fill="zero", pool=None)
+    errors = [
+        ({**good, "pool_log": {"length": 4, "entries_written": 0}, "drivers": [
+            {"name": "a.sys", "freed": 2}]}, "below"),
+        ({**good, "irp_log": {"length": 4, "entries_written": 2,
+                              "apc_disabled": [{"module": "a.sys", "count": 3}]}}, "fit"),
+        ({"drivers": [{"name": "a.sys", "allocations": [{"site": 0x9000}]}]}, "outside"),
+        ({**good, "stats": {"Nope": 1}}, "not in the profile"),
+        ({"drivers": [{"name": "a.sys", "allocations": [{"stack": ["zz.sys+4"]}]}]}, "unknown"),
+    ]  # fmt: skip
+    for v, msg in errors:
+        with pytest.raises(ValueError, match=msg):
+            forge.forge(small.replace(verifier=v), tmp_path / "x.dmp")
+    with pytest.raises(ValueError, match="unloaded but in the module list"):
+        forge.forge(small.replace(verifier={"drivers": [
+            {"name": "myfault.sys", "loaded": False}]}), tmp_path / "y.dmp")  # fmt: skip
+
+
+@pytest.mark.parametrize("scenario", VERIFIER_BUILTINS)
+def test_verifier_builtins_are_quick(tmp_path, scenario):
+    t0 = time.perf_counter()
+    forge.forge(scenario, tmp_path / "v.dmp")
+    assert time.perf_counter() - t0 < 3.0

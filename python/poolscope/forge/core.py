@@ -163,6 +163,7 @@ def forge(scenario: ScenarioLike, out_path: str | Path) -> GroundTruth:
         fill=sc.fill,
         seed=sc.seed,
         notes=kimg.notes,
+        verifier=kimg.verifier,
         _content={p: c for p, c in content.items() if placement.offset(p) is not None},
         _fill=fill,
         _placement=placement,

@@ -22,6 +22,7 @@ from .pe import SCN_CODE, SCN_DATA, SCN_RDATA, Section, pe_header
 from .physmem import PhysicalMemory
 from .pool import PoolBuilder, PoolLayout
 from .scenario import ModuleSpec, Scenario, TagSiteSpec, tag_bytes
+from .verifier import VerifierBuilder
 
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
@@ -117,6 +118,7 @@ class KernelImage:
     memory: dict[str, int]
     pt: PageTables
     notes: list[str] = field(default_factory=list)
+    verifier: dict[str, Any] | None = None
 
 
 class KernelBuilder:
@@ -212,10 +214,15 @@ class KernelBuilder:
         self._stack()
         self._special_mappings()
         params = self._bugcheck_params()
+        self.verifier = VerifierBuilder(self)
+        self.verifier.build()
+        if sc.bugcheck.code == 0xC4 and sc.bugcheck.params is None and self.verifier.enabled:
+            params = self.verifier.bugcheck_params()
         context = self._context(params)
         processors = self._processors(context)
         list_head = self._loaded_modules()
         kdbg_truth = self._kdbg(list_head, processors)
+        self.verifier.finish()  # after the pool is final: the logs and the ground truth
         self._translations_common()
         exception = {
             "ExceptionCode": 0x80000003,
@@ -244,6 +251,7 @@ class KernelBuilder:
             memory=self.memory,
             pt=self.pt,
             notes=self.notes + [f"scenario {sc.name}"],
+            verifier=self.verifier.truth,
         )
 
     # --------------------------------------------------------- physical / PT
@@ -687,6 +695,8 @@ class KernelBuilder:
                 slots = self.c.processor_block_slots
                 va = self.nt_var(8 * slots, 16, name)
                 self.vwrite(va, b"".join(_Q.pack(p["prcb"]) for p in processors))
+            elif name == "MmVerifierData":
+                va = self.verifier.data_va()  # the struct (zero unless the verifier is on)
             elif name in self.pool.globals:
                 va = self.pool.globals[name]  # written by the pool builder
                 targets[name] = values[name]

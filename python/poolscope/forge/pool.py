@@ -476,19 +476,37 @@ class PoolBuilder:
         for _ in range(min(n, len(s))):
             self._place(pool, s.popleft())
 
-    def alloc(self, size: int, tag: str, pool: str = "nonpaged") -> int:
+    def alloc(self, size: int, tag: str, pool: str = "nonpaged", record: bool = True) -> int:
         """A kernel structure's block: returns the VA of its body (after the header). A few
-        background allocations go first, so the kernel's blocks are mixed in."""
+        background allocations go first, so the kernel's blocks are mixed in. The body is
+        left zero for the caller to write. ``record`` lists it in ``internal`` (the kernel's
+        own allocations); a tag the scenario stores protected is stored protected here too."""
         if self.finalized:
             raise RuntimeError("forge: pool allocation after the pool was finalized")
         units = (size + self.lay.unit - 1) // self.lay.unit + 1
         if size > self.lay.big_threshold:
-            return self.alloc_big(size, tag, pool, internal=True)
+            return self.alloc_big(size, tag, pool, internal=record)
         self._drain(pool, self.rng.randrange(0, 4))
-        blk = self._place(pool, _Item(units, tag_u32(tag), True), internal=True)
+        raw = tag_u32(tag)
+        if tag_str(raw) in self.protected:
+            raw |= PROTECTED
+        blk = self._place(pool, _Item(units, raw, True), internal=True)
         assert blk is not None
-        self.internal.append({"va": blk.va, "tag": tag, "size": units * 16, "kind": "small"})
+        if record:
+            self.internal.append({"va": blk.va, "tag": tag, "size": units * 16, "kind": "small"})
         return blk.va + self.lay.header_size
+
+    def small_body_bytes(self, size: int) -> int:
+        """The body size (block size minus header) of a small block for a ``size`` request."""
+        units = (size + self.lay.unit - 1) // self.lay.unit + 1
+        return units * self.lay.unit - self.lay.header_size
+
+    def add_frees(self, tag: str, pool: str, n: int) -> None:
+        """``n`` allocations of ``tag`` made and freed: n Allocs and n Frees in the tracker."""
+        if self.finalized:
+            raise RuntimeError("forge: pool frees after the pool was finalized")
+        key = (tag_u32(tag), pool)
+        self.frees[key] = self.frees.get(key, 0) + n
 
     # -------------------------------------------------------------- big pool
     def alloc_big(self, size: int, tag: str, pool: str = "nonpaged", internal: bool = False) -> int:
@@ -510,13 +528,20 @@ class PoolBuilder:
             self.internal.append({"va": va, "tag": tag, "size": pages * PAGE_SIZE, "kind": "big"})
         return va
 
-    def _freed_big(self, size: int, tag: str, pool: str) -> None:
+    def _freed_big(self, size: int, tag: str, pool: str) -> int:
+        """A freed big allocation (a big-page entry with the free bit); returns its VA."""
         pages = max(1, (size + PAGE_SIZE - 1) // PAGE_SIZE)
         if pool == "nonpaged":
             va = self.kb.pool_va(self.kb.mem.alloc_run(pages, BIG_HINT) * PAGE_SIZE)
         else:
             va = self._next_va("paged", pages)  # released: left unmapped
         self.freed.append(BigAlloc(va, tag_u32(tag), pages * PAGE_SIZE, pool, free=True))
+        return va
+
+    def freed_big(self, size: int, tag: str, pool: str) -> int:
+        if self.finalized:
+            raise RuntimeError("forge: pool allocation after the pool was finalized")
+        return self._freed_big(size, tag, pool)
 
     # -------------------------------------------------------------- corrupt
     def _corrupt_pages(self) -> None:
@@ -947,6 +972,12 @@ def pool_truth(
                 return None
             pa = leaf & pg.ADDR_MASK
         pfn = pa // PAGE_SIZE
+        if pfn not in mem.pages:
+            # A fill page cannot hold (part of) a tag: its bytes are >= 0x80 except the
+            # PFN stamp (0xF5, the PFN, zero bytes: some byte of each window is 0 or >= 0x80
+            # for PFNs below 2^32) or all zero, and tags are
+            # 4 printable ASCII bytes. Skipping it (like an unreadable page) finds the same.
+            return None
         return page_of(pfn) if stored(pfn) else None
 
     mods = [(m.name, m.base, m.size) for m in kimg.modules]

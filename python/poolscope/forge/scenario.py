@@ -155,6 +155,111 @@ class PoolSpec:
     """Multiplies every ``tags[].count`` and ``tags[].frees`` (for benchmark dumps)."""
 
 
+VERIFIER_POOLS = ("nonpaged", "paged")
+
+
+@dataclass
+class VerifierAllocSpec:
+    """Outstanding (tracked) allocations of one verified driver from one call site."""
+
+    tag: str = "Leak"
+    bytes: int = 0x100
+    """The requested size. The tracker records the charged size (spec 5.3): the pool block
+    size minus its header for small blocks, ``round4(bytes) + 8`` for big (page-aligned)
+    ones."""
+    pool: str = "nonpaged"
+    """"nonpaged" or "paged"."""
+    count: int = 1
+    site: int = 0x1100
+    """Offset of the 6-byte ``call [rip+x]`` in the driver image: the tracker's
+    CallingAddress (the return address) is ``base + site + 6``."""
+    stack: list[int | str] = field(default_factory=list)
+    """The allocation stack as logged (innermost first, at most 13 frames): ints are VAs,
+    strings ``"module+0xoff"``, ``"nt+0xoff"`` or ``"nt!Symbol+0xoff"`` (forge nt symbols).
+    Empty = a default stack: nt!VeAllocatePoolWithTagPriority, nt!VerifierExAllocatePool-
+    WithTag, the caller, an outer driver frame (caller + 0xCC), then (even allocation index)
+    nt!IopXxxControlFile, nt!NtDeviceIoControlFile, nt!KiSystemServiceCopyEnd, or (odd) a
+    work routine (caller + 0x1A0) and nt!IopProcessWorkItem, nt!ExpWorkerThread,
+    nt!PspSystemThreadStartup, nt!KiStartSystemThread. Free stacks: nt!ExFreePoolWithTag,
+    nt!VerifierExFreePoolWithTag, caller + 0x40, then the allocation stack's frames after
+    the caller."""
+
+
+@dataclass
+class VerifierDriverSpec:
+    """A driver on the verifier's list (VfSuspectDriversList)."""
+
+    name: str
+    loaded: bool = True
+    """Loaded drivers are in the module list (added with a default image when missing) and
+    have a node in ViTargetDriversAvl with VF_TARGET_VERIFIED_DRIVER_DATA; unloaded ones only
+    a suspect entry (their past frames point into an unmapped image range)."""
+    loads: int | None = None
+    """None = 1."""
+    unloads: int | None = None
+    """None = loads - 1 when loaded, loads when not (a loaded driver needs loads > unloads,
+    an unloaded one loads == unloads)."""
+    allocations: list[VerifierAllocSpec] = field(default_factory=list)
+    freed: int = 0
+    """Allocations made and freed (cycling over ``allocations``, or small nonpaged ones when
+    there are none): each is an allocate and a free trace in the pool log, a free tracker
+    entry (unless reused) and an Alloc + Free in the pool tracker table."""
+    size: int | None = None
+    """SizeOfImage of an unloaded driver (default 0x8000) or of a loaded one the forge adds
+    to the module list; ignored for modules the scenario lists."""
+
+
+@dataclass
+class PoolLogSpec:
+    """VfPoolTraces: the pool allocate/free log (VF_POOL_TRACE entries)."""
+
+    length: int = 0x10000
+    """VfPoolTracesLength, a power of two."""
+    entries_written: int | None = None
+    """VfPoolTracesIndex (the free-running counter). None = exactly the allocate and free
+    events of the verified drivers; more adds older allocate/free pairs of those drivers
+    before them (> length wraps the log)."""
+
+
+@dataclass
+class ApcDisabledSpec:
+    module: str
+    """A loaded module (added to the module list when missing)."""
+    count: int = 1
+    """IRP-log entries (among the valid ones) with SpecialApcDisable -1 whose first non-nt
+    frame is in ``module``."""
+
+
+@dataclass
+class IrpLogSpec:
+    """IovIrpTraces: the IRP log (IOV_IRP_TRACE entries)."""
+
+    length: int = 0x100
+    """IovIrpTracesLength, a power of two."""
+    entries_written: int | None = None
+    """IovIrpTracesIndex; None = length + length // 2 (wrapped)."""
+    apc_disabled: list[ApcDisabledSpec] = field(default_factory=list)
+
+
+@dataclass
+class VerifierSpec:
+    """Driver Verifier state (shared/specs/verifier.md). ``None`` in the scenario = verifier
+    not enabled: MmVerifierData (the KDBG target) is all zero and nothing else is written."""
+
+    level: int = 0x8
+    """MmVerifierData.Level (the ``verifier /flags`` value)."""
+    drivers: list[VerifierDriverSpec] = field(default_factory=list)
+    pool_log: PoolLogSpec | None = None
+    """None = no pool log (VfPoolTraces NULL)."""
+    irp_log: IrpLogSpec | None = None
+    """None = no IRP log (IovIrpTraces NULL)."""
+    avl_tables: int | None = None
+    """ViTargetDriversAvl.TablesNo; None = 1 for builds below 9200, else 2."""
+    stats: dict[str, int] = field(default_factory=dict)
+    """Overrides of MmVerifierData counters by profile field name (not Level and not the
+    Current/Peak allocation and byte figures, which follow from the tracked allocations)."""
+
+
 @dataclass
 class Scenario:
     """What to forge. ``None`` fields are filled by ``resolved()`` from the build."""
@@ -215,6 +320,21 @@ class Scenario:
     (small-block pages, corrupt pages, big allocations). Must not be below that count."""
     nonpaged_pool_max_pages: int | None = None
     """MmMaximumNonPagedPoolInBytes / 4096; ``None`` = 3/4 of RAM (at least the usage)."""
+    verifier: VerifierSpec | None = None
+    """Driver Verifier state (see ``VerifierSpec``); ``None`` = not enabled. JSON form::
+
+        {"level": 8,
+         "drivers": [{"name": "myfault.sys", "loaded": true, "loads": 1, "unloads": 0,
+                      "allocations": [{"tag": "Leak", "bytes": "0xFB000", "pool": "nonpaged",
+                                       "count": 10, "site": "0x162E", "stack": []}],
+                      "freed": 3},
+                     {"name": "oldfilt.sys", "loaded": false, "loads": 2, "unloads": 2,
+                      "freed": 4}],
+         "pool_log": {"length": "0x400", "entries_written": 7221},
+         "irp_log": {"length": "0x100", "entries_written": 935,
+                     "apc_disabled": [{"module": "fltdemo.sys", "count": 5}]},
+         "avl_tables": null, "stats": {"RaiseIrqls": 1234}}
+    """
 
     # ------------------------------------------------------------------ parsing
     @classmethod
@@ -283,6 +403,8 @@ class Scenario:
                 check_tag(site.tag, f"module {m.name} tag site")
         if self.pool is not None:
             check_pool(self.pool)
+        if self.verifier is not None:
+            check_verifier(self.verifier)
         for key in ("nonpaged_pool_pages", "nonpaged_pool_max_pages"):
             v = getattr(self, key)
             if v is not None and v < 0:
@@ -323,6 +445,8 @@ class Scenario:
             sc.modules = default_modules()
         if sc.pool is None:
             sc.pool = PoolSpec()
+        if sc.verifier is not None:
+            _verifier_modules(sc.modules, sc.verifier)
         return sc
 
 
@@ -378,6 +502,133 @@ def check_pool(p: PoolSpec) -> None:
     c = p.corrupt_pages
     if min(c.broken_chain, c.garbage_header, c.half_page) < 0:
         raise ValueError("pool.corrupt_pages counts must be >= 0")
+
+
+VERIFIER_TAGS = ("VfSD", "VfAT", "VfVD", "Vepp", "VfPT", "VfIT")
+"""Pool tags of the verifier's own allocations (spec 4.2, 5.2, 6.2, 7.1); the forge adds
+them as tag sites to nt's image when a scenario enables the verifier."""
+DERIVED_STATS = frozenset(
+    {"Level", "CurrentPagedPoolAllocations", "CurrentNonPagedPoolAllocations",
+     "PeakPagedPoolAllocations", "PeakNonPagedPoolAllocations", "PagedBytes",
+     "NonPagedBytes", "PeakPagedBytes", "PeakNonPagedBytes"}
+)  # fmt: skip
+NT_NAMES = frozenset({"nt", "ntoskrnl", "ntoskrnl.exe"})
+
+
+def _pow2(n: int) -> bool:
+    return n >= 2 and not n & (n - 1)
+
+
+def check_frame(frame: int | str, what: str) -> None:
+    """A stack frame: a non-zero VA, or ``module[+off]`` / ``nt!Symbol[+off]``."""
+    if isinstance(frame, int) and not isinstance(frame, bool):
+        if not 0 < frame < 1 << 64:
+            raise ValueError(f"{what}: frame {frame!r} must be a non-zero 64-bit VA")
+        return
+    if not isinstance(frame, str) or not frame.strip():
+        raise ValueError(f"{what}: frame {frame!r} must be an int or 'module+0xoff'")
+    head, _, off = frame.partition("+")
+    if not head.strip():
+        raise ValueError(f"{what}: frame {frame!r} has no module")
+    if off:
+        try:
+            parse_int(off)
+        except ValueError:
+            raise ValueError(f"{what}: frame {frame!r}: bad offset") from None
+
+
+def verifier_unloads(d: VerifierDriverSpec) -> tuple[int, int]:
+    """(Loads, Unloads) of a driver with the defaults applied."""
+    loads = 1 if d.loads is None else d.loads
+    if d.unloads is not None:
+        return loads, d.unloads
+    return loads, (loads - 1 if d.loaded else loads)
+
+
+def check_verifier(v: VerifierSpec) -> None:
+    if not 0 <= v.level < 1 << 32:
+        raise ValueError("verifier.level must be a 32-bit value")
+    seen: set[str] = set()
+    for d in v.drivers:
+        what = f"verifier driver {d.name!r}"
+        key = d.name.lower()
+        if not d.name or key in NT_NAMES or key in seen:
+            raise ValueError(f"{what}: names must be non-empty, unique and not nt")
+        seen.add(key)
+        loads, unloads = verifier_unloads(d)
+        if min(loads, unloads, d.freed) < 0 or loads >= 1 << 32 or unloads >= 1 << 32:
+            raise ValueError(f"{what}: loads, unloads and freed must be >= 0")
+        if d.loaded and loads <= unloads:
+            raise ValueError(f"{what}: a loaded driver needs loads > unloads")
+        if not d.loaded and loads != unloads:
+            raise ValueError(f"{what}: an unloaded driver needs loads == unloads")
+        if d.size is not None and d.size < 0x2000:
+            raise ValueError(f"{what}: size must be at least 0x2000")
+        for a in d.allocations:
+            check_tag(a.tag, what)
+            if a.pool not in VERIFIER_POOLS:
+                raise ValueError(f"{what}: allocation pool {a.pool!r} not in {VERIFIER_POOLS}")
+            if a.count < 0 or a.bytes <= 0 or a.bytes >= 1 << 40 or a.site < 0:
+                raise ValueError(f"{what}: allocations need count >= 0, bytes > 0, site >= 0")
+            if a.count and not d.loaded:
+                raise ValueError(f"{what}: an unloaded driver has no outstanding allocations")
+            if len(a.stack) > 64:
+                raise ValueError(f"{what}: stack too long")
+            for f in a.stack:
+                check_frame(f, what)
+    for name, log in (("pool_log", v.pool_log), ("irp_log", v.irp_log)):
+        if log is None:
+            continue
+        if not _pow2(log.length) or log.length > 0x1000000:
+            raise ValueError(f"verifier.{name}.length must be a power of two (2..0x1000000)")
+        if log.entries_written is not None and not 0 <= log.entries_written < 1 << 32:
+            raise ValueError(f"verifier.{name}.entries_written must be a 32-bit count")
+    if v.irp_log is not None:
+        for apc in v.irp_log.apc_disabled:
+            if not apc.module or apc.module.lower() in NT_NAMES or apc.count < 0:
+                raise ValueError("verifier.irp_log.apc_disabled: a non-nt module, count >= 0")
+    if v.avl_tables is not None and not 1 <= v.avl_tables <= 64:
+        raise ValueError("verifier.avl_tables must be 1..64")
+    for k, val in v.stats.items():
+        if k in DERIVED_STATS:
+            raise ValueError(f"verifier.stats: {k} follows from the scenario, not an override")
+        if not isinstance(val, int) or val < 0:
+            raise ValueError(f"verifier.stats.{k} must be an int >= 0")
+
+
+def _verifier_modules(modules: list[ModuleSpec], v: VerifierSpec) -> None:
+    """Add what a verifier scenario needs to the module list: loaded verified drivers and
+    apc_disabled modules that are missing (images with tag sites for their allocation tags),
+    and the verifier's own tags as tag sites in nt's image."""
+    names = {m.name.lower() for m in modules}
+    for d in v.drivers:
+        if d.name.lower() in names:
+            if not d.loaded:
+                raise ValueError(f"verifier driver {d.name!r} is unloaded but in the module list")
+            continue
+        if not d.loaded:
+            continue
+        sites = []
+        done: set[tuple[str, str]] = set()
+        for a in d.allocations:
+            if (a.tag, a.pool) not in done:
+                done.add((a.tag, a.pool))
+                size = min(a.bytes, 0xFFFFFFFF)
+                sites.append(TagSiteSpec(a.tag, None, size, 1 if a.pool == "paged" else 0))
+        modules.append(ModuleSpec(d.name, None, d.size or 0x8000, tag_sites=sites))
+        names.add(d.name.lower())
+    for apc in v.irp_log.apc_disabled if v.irp_log else []:
+        if apc.module.lower() not in names:
+            modules.append(ModuleSpec(apc.module, None, 0x8000))
+            names.add(apc.module.lower())
+    nt = next((m for m in modules if m.name.lower() == "ntoskrnl.exe"), None)
+    if nt is None:
+        nt = ModuleSpec("ntoskrnl.exe")
+        modules.insert(0, nt)
+    have = {s.tag.ljust(4) for s in nt.tag_sites}
+    for tag in VERIFIER_TAGS:
+        if tag not in have:
+            nt.tag_sites.append(TagSiteSpec(tag, None, 0x1000 if tag == "Vepp" else 0x100))
 
 
 def default_runs(ram_mib: int) -> list[list[int]]:
@@ -492,6 +743,8 @@ def _convert(key: str, value: Any) -> Any:
         return _bool(value)
     if key == "pool":
         return _pool(value)
+    if key == "verifier":
+        return _verifier(value)
     return value
 
 
@@ -563,6 +816,83 @@ def _pool(v: Any) -> PoolSpec:
         tracker_entries=parse_int(v.get("tracker_entries", 0x401)),
         big_table_entries=parse_int(v.get("big_table_entries", 0x800)),
         scale=parse_int(v.get("scale", 1)),
+    )
+
+
+def _alloc(a: Any) -> VerifierAllocSpec:
+    if isinstance(a, VerifierAllocSpec):
+        return copy.deepcopy(a)
+    _keys("verifier allocation", a, {"tag", "bytes", "pool", "count", "site", "stack"})
+    stack = a.get("stack", [])
+    if not isinstance(stack, list):
+        raise ValueError("verifier allocation stack must be a list")
+    return VerifierAllocSpec(
+        tag=a.get("tag", "Leak"),
+        bytes=parse_int(a.get("bytes", 0x100)),
+        pool=a.get("pool", "nonpaged"),
+        count=parse_int(a.get("count", 1)),
+        site=parse_int(a.get("site", 0x1100)),
+        stack=[f if isinstance(f, int) and not isinstance(f, bool) else str(f) for f in stack],
+    )
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else parse_int(v)
+
+
+def _verifier(v: Any) -> VerifierSpec:
+    if isinstance(v, VerifierSpec):
+        return copy.deepcopy(v)
+    _keys("verifier", v, {"level", "drivers", "pool_log", "irp_log", "avl_tables", "stats"})
+    drivers = []
+    for d in v.get("drivers", []):
+        if isinstance(d, VerifierDriverSpec):
+            drivers.append(copy.deepcopy(d))
+            continue
+        _keys(
+            "verifier driver", d,
+            {"name", "loaded", "loads", "unloads", "allocations", "freed", "size"},
+        )  # fmt: skip
+        drivers.append(
+            VerifierDriverSpec(
+                name=str(d["name"]),
+                loaded=_bool(d.get("loaded", True)),
+                loads=_opt_int(d.get("loads")),
+                unloads=_opt_int(d.get("unloads")),
+                allocations=[_alloc(a) for a in d.get("allocations", [])],
+                freed=parse_int(d.get("freed", 0)),
+                size=_opt_int(d.get("size")),
+            )
+        )
+    pool_log = v.get("pool_log")
+    if pool_log is not None and not isinstance(pool_log, PoolLogSpec):
+        _keys("verifier.pool_log", pool_log, {"length", "entries_written"})
+        pool_log = PoolLogSpec(
+            length=parse_int(pool_log.get("length", 0x10000)),
+            entries_written=_opt_int(pool_log.get("entries_written")),
+        )
+    irp_log = v.get("irp_log")
+    if irp_log is not None and not isinstance(irp_log, IrpLogSpec):
+        _keys("verifier.irp_log", irp_log, {"length", "entries_written", "apc_disabled"})
+        apc = []
+        for a in irp_log.get("apc_disabled", []):
+            _keys("verifier.irp_log.apc_disabled", a, {"module", "count"})
+            apc.append(ApcDisabledSpec(str(a["module"]), parse_int(a.get("count", 1))))
+        irp_log = IrpLogSpec(
+            length=parse_int(irp_log.get("length", 0x100)),
+            entries_written=_opt_int(irp_log.get("entries_written")),
+            apc_disabled=apc,
+        )
+    stats = v.get("stats", {})
+    if not isinstance(stats, dict):
+        raise ValueError("verifier.stats must be an object")
+    return VerifierSpec(
+        level=parse_int(v.get("level", 0x8)),
+        drivers=drivers,
+        pool_log=copy.deepcopy(pool_log),
+        irp_log=copy.deepcopy(irp_log),
+        avl_tables=_opt_int(v.get("avl_tables")),
+        stats={str(k): parse_int(x) for k, x in stats.items()},
     )
 
 
@@ -718,11 +1048,69 @@ big-pool allocations of 1,024,000 bytes (615,424,000 bytes) under tag "Leak"; no
 usage 152178 of a 152651-page maximum."""
 
 
+VERIFIER_DEMO: dict[str, Any] = {
+    "level": "0x8",
+    "drivers": [
+        {"name": "myfault.sys", "loaded": True, "loads": 1, "unloads": 0,
+         "allocations": [{"tag": "Leak", "bytes": "0xFB000", "pool": "nonpaged", "count": 10,
+                          "site": "0x162E"}],
+         "freed": 3},
+        {"name": "vrfdemo.sys", "loaded": True, "loads": 1, "unloads": 0,
+         "allocations": [
+             {"tag": "VDem", "bytes": "0x48", "pool": "paged", "count": 180, "site": "0x1240"},
+             {"tag": "VDem", "bytes": "0x130", "pool": "paged", "count": 80, "site": "0x12C0"},
+             {"tag": "VDnp", "bytes": "0x60", "pool": "nonpaged", "count": 6, "site": "0x1340"},
+         ],
+         "freed": 90},
+        {"name": "fltdemo.sys", "loaded": True, "loads": 3, "unloads": 2,
+         "allocations": [
+             {"tag": "Fltd", "bytes": "0x2400", "pool": "nonpaged", "count": 2, "site": "0x1480"},
+             {"tag": "Fltd", "bytes": "0xA0", "pool": "paged", "count": 12, "site": "0x1500"},
+         ],
+         "freed": 20},
+        {"name": "oldfilt.sys", "loaded": False, "loads": 2, "unloads": 2, "freed": 6},
+    ],
+    "pool_log": {"length": "0x400", "entries_written": 7221},
+    "irp_log": {"length": "0x100", "entries_written": 935,
+                "apc_disabled": [{"module": "fltdemo.sys", "count": 5}]},
+}  # fmt: skip
+"""The Driver Verifier demo (NTDebugging / Microsoft docs 0xC4 leak debugging): myfault.sys
+verified with flags 0x8 leaks ten nonpaged 0xFB000-byte "Leak" allocations from
+myfault+0x1634; vrfdemo.sys holds 266 small allocations (three tracker pages) with 90 frees
+interleaved; fltdemo.sys (loaded a third time) holds two big and twelve small ones and is the
+driver whose IRP-log entries have SpecialApcDisable set (the NTDebugging "Another Who Done It"
+pattern); oldfilt.sys was loaded and unloaded twice."""
+
+BUILTINS["win7sp1-verifier"] = dict(
+    BUILTINS["win7sp1"],
+    name="win7sp1-verifier",
+    bugcheck={"code": "0xC4"},
+    seed=76010,
+    verifier=VERIFIER_DEMO,
+)
+"""Bug check 0xC4 / 0x62 (parameters derived: the driver's name, its verified data, its
+outstanding allocations)."""
+BUILTINS["win10-19045-verifier"] = dict(
+    BUILTINS["win10-19045"],
+    name="win10-19045-verifier",
+    bugcheck={"code": "0xC4"},
+    seed=190450,
+    pool=dict(
+        WIN7_BACKGROUND_POOL,
+        tags=[dict(t, protected=False) for t in WIN7_BACKGROUND_POOL["tags"]],
+    ),
+    verifier=dict(VERIFIER_DEMO, pool_log={"length": "0x10000", "entries_written": 0x10000 + 7221}),
+)
+"""The verifier demo on the 19041 layout (two AVL tables, a 0x10000-entry pool log as
+Win10 enforces, background pool without protected tags)."""
+
+
 def builtin(name: str) -> Scenario:
     """A built-in scenario: ``win7sp1`` (the demo, with a background pool),
     ``win7sp1-bitmap``, ``win7sp1-leak`` (1 GiB, sparse: the "Leak" pool leak),
     ``win10-19045``, ``win10-19045-encoded``, ``win7sp1-4g`` and ``win7sp1-8g`` (pattern-
-    filled full dumps for benchmarks)."""
+    filled full dumps for benchmarks), ``win7sp1-verifier`` and ``win10-19045-verifier``
+    (Driver Verifier state: see ``VERIFIER_DEMO``)."""
     try:
         data = BUILTINS[name]
     except KeyError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,36 @@ class GroundTruth:
         pages       page counts: small_<pool>, corrupt, big_nonpaged, big_paged,
                     nonpaged_total, paged_total
     """
+    verifier: dict[str, Any] | None = None
+    """Driver Verifier ground truth, ``None`` when the scenario does not enable it (ints
+    everywhere; tags are 4-character strings)::
+
+        level           MmVerifierData.Level
+        stats           {MmVerifierData field (profile name): value} for every profile field
+        drivers         [{name, state ("loaded"/"unloaded"), loads, unloads, base, size (None
+                        when unloaded), current_paged_allocs, current_nonpaged_allocs,
+                        current_paged_bytes, current_nonpaged_bytes, peak_paged_allocs,
+                        peak_nonpaged_allocs, peak_paged_bytes, peak_nonpaged_bytes}] in
+                        VfSuspectDriversList order
+        tracked         [{driver, va, bytes (charged = NumberOfBytes), tag, caller}] in walk
+                        order: loaded drivers in list order, PoolPageHeaders from the head
+                        (newest page), slots 1..127, free entries skipped
+        tracker_pages   tracker pages of all drivers
+        free_entries    free tracker entries (NumberOfBytes odd) of all drivers
+        log             {va, length, index, entries: [{va, bytes, thread, stack}]} newest
+                        first: min(index, length) entries from slot index & (length - 1)
+                        backwards; stack = frames up to the first 0 (None: no pool log)
+        irp_log         {va, length, index, entries: [{irp, thread, irql, kernel_apc_disable,
+                        special_apc_disable (signed), stack}]} likewise, or None
+        sites           [{driver, caller, outstanding_bytes, outstanding_allocs, stack}]: the
+                        tracked blocks grouped by (driver, caller, allocation stack), ranked by
+                        bytes then allocations; stack = the block's allocation trace if it is
+                        still in the pool log (the newest entry with its address), else []
+        layout          forge extras: symbols (variable VAs), suspect_entries, verified_data,
+                        avl_nodes, avl_tables, tables_no, avl_table_of, tracker_page_vas
+                        (newest first), unloaded_images ({name: {base, size}}: where an
+                        unloaded driver's old frames point, unmapped), threads, irps
+    """
     _content: dict[int, bytes] = field(default_factory=dict, repr=False)
     _fill: PageFill | None = field(default=None, repr=False)
     _placement: Placement | None = field(default=None, repr=False)
@@ -75,9 +106,15 @@ class GroundTruth:
     # ----------------------------------------------------------------- export
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
-            if not name.startswith("_"):
-                out[name] = _plain(getattr(self, name))
+        enabled = gc.isenabled()
+        gc.disable()  # a copy of many small objects: collections would only slow it down
+        try:
+            for name in self.__dataclass_fields__:
+                if not name.startswith("_"):
+                    out[name] = _plain(getattr(self, name))
+        finally:
+            if enabled:
+                gc.enable()
         return out
 
     def save(self, path: str | Path) -> None:
@@ -125,8 +162,13 @@ class GroundTruth:
 
 
 def _plain(value: Any) -> Any:
+    t = type(value)
+    if t is int or t is str or value is None:
+        return value
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
+        if all(type(v) is int for v in value):  # stacks, slots...: copy without recursion
+            return list(value)
         return [_plain(v) for v in value]
     return value

@@ -12,7 +12,14 @@ import zstandard
 import poolscope
 from poolscope import report
 
-TYPES = ["full", "kernel_bitmap", "complete_bitmap", "live_kernel_bitmap"]
+TYPES = [
+    "full",
+    "kernel_bitmap",
+    "complete_bitmap",
+    "live_kernel_bitmap",
+    "kernel_memory",
+    "complete_memory",
+]
 SCENARIOS = ["win7sp1", "win10-19045"]
 
 

@@ -10,8 +10,16 @@ import pytest
 
 import poolscope
 
-# DumpType values kdmp-parser 0.7.4 reads; RDMP types are covered if the forge writes them.
-READABLE = ["full", "kernel_bitmap", "complete_bitmap", "live_kernel_bitmap"]
+# Every DumpType that holds physical memory and that kdmp-parser 0.7.4 reads (1, 5 SDMP/FDMP,
+# 6, and the RDMP types 8 and 0xA).
+READABLE = [
+    "full",
+    "kernel_bitmap",
+    "complete_bitmap",
+    "live_kernel_bitmap",
+    "kernel_memory",
+    "complete_memory",
+]
 
 
 @pytest.mark.parametrize("dump_type", READABLE)

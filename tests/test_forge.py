@@ -73,8 +73,9 @@ def test_load_profile_selects_family_by_build():
     assert load_profile(9600)["name"] == "win7sp1-x64"  # nearest older family
     assert load_profile(26100)["name"] == "win10-19041-x64"
     assert load_profile("0x4A65")["name"] == "win10-19041-x64"
+    assert load_profile(6002)["name"] == "vista-x64"
     with pytest.raises(LookupError):
-        load_profile(6000)
+        load_profile(3790)
 
 
 # ------------------------------------------------------------------- KDBG codec

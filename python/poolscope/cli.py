@@ -102,7 +102,7 @@ def cmd_poolfind(args: argparse.Namespace) -> int:
 
 def cmd_verifier(args: argparse.Namespace) -> int:
     with _open(args) as dump:
-        v = dump.verifier(driver=args.driver, address=args.address)
+        v = dump.verifier(driver=args.driver, address=args.address, rows=args.rows)
     if args.json:
         print(json.dumps(v.document, indent=2))
     else:
@@ -206,6 +206,12 @@ def parser() -> argparse.ArgumentParser:
         type=lambda s: int(s, 0),
         help="only log entries whose block contains this address (or this IRP)",
     )
+    p.add_argument(
+        "--rows",
+        type=int,
+        metavar="N",
+        help="at most N tracked allocations and log entries of each log (default: all)",
+    )
     p.set_defaults(func=cmd_verifier)
 
     p = sub.add_parser("forge", help="write a realistic test dump from a scenario")
@@ -215,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="dump file to write")
     p.add_argument("--truth", help="also write the ground truth JSON here")
     p.set_defaults(func=cmd_forge)
+
 
     p = sub.add_parser("profiles", help="list the built-in structure layout profiles")
     p.add_argument("--build", type=int, help="show the profile chosen for this build")

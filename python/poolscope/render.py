@@ -157,6 +157,13 @@ def _stack(frames: list[str], console: Console) -> None:
         console.print(f"    {f}")
 
 
+def _more(doc: dict[str, Any], key: str, what: str, console: Console) -> None:
+    """Say how many rows of a table the document left out (``--rows``)."""
+    left = int(doc.get(f"{key}_total") or 0) - len(doc.get(key) or [])
+    if left > 0:
+        console.print(f"... {left:,} more {what} (--rows)")
+
+
 def verifier(doc: dict[str, Any], console: Console, address: int | None = None) -> None:
     if not doc.get("enabled"):
         console.print("Driver Verifier is not enabled in this dump.")
@@ -185,12 +192,14 @@ def verifier(doc: dict[str, Any], console: Console, address: int | None = None) 
             caller = e["caller_symbol"] or e["caller"]
             t.add_row(e["driver"], e["va"], f"{e['bytes']:#x}", e["tag"], caller)
         console.print(t)
+    _more(doc, "tracked", "tracked allocations", console)
     where = f", searching for address {address:#x}" if address is not None else ""
     log = doc.get("log", [])
     console.print(f"\nLog of recent kernel pool Allocate and Free operations{where}:")
     for e in log:
         console.print(f"Pool block {e['va']}, Size {e['bytes']:#x}, Thread {e['thread']}")
         _stack(e.get("stack_symbols", []), console)
+    _more(doc, "log", "log entries", console)
     for e in doc.get("irp_log", []):
         console.print(
             f"IRP {e['irp']}, Thread {e['thread']}, IRQL {e['irql']:#x}, "
@@ -198,3 +207,4 @@ def verifier(doc: dict[str, Any], console: Console, address: int | None = None) 
             f"SpecialApcDisable {e['special_apc_disable']:#x}"
         )
         _stack(e.get("stack_symbols", []), console)
+    _more(doc, "irp_log", "IRP log entries", console)

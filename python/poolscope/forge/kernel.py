@@ -612,7 +612,8 @@ class KernelBuilder:
             "MmSpecialPoolTag": self.sc.special_pool_tag,
             "KernelVerifier": self.sc.kernel_verifier,
             "MmTotalCommitLimitMaximum": max(total * 3, self.memory["MmTotalCommitLimit"]),
-            "CmNtCSDVersion": 0x100 if self.sc.build == 7601 else 0,
+            # CSDVersion: service pack number << 8 (7601 = Win7 SP1, 6001/6002 = Vista SP1/SP2)
+            "CmNtCSDVersion": {7601: 0x100, 6001: 0x100, 6002: 0x200}.get(self.sc.build, 0),
             "MmPhysicalMemoryBlock": desc,
         }
 

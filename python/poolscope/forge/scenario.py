@@ -36,6 +36,13 @@ FILLS = frozenset({"zero", "pattern"})
 KDBG_MODES = frozenset({"plain", "encoded", "no_pointer"})
 
 WIN7_CUTOFF = 9200  # builds below this are Win7-like (no KDBG encoding, Win7 address map)
+VISTA_BUILD_LABS = {
+    6000: "6000.16386.amd64fre.vista_rtm.061101-2205",
+    6001: "6001.18000.amd64fre.longhorn_rtm.080118-1840",
+    6002: "6002.18005.amd64fre.lh_sp2rtm.090410-1830",
+}
+"""NtBuildLab of the Vista releases (the Vergilius header names: 6000.16386, 6001.18000,
+6002.18005); the dates are synthetic."""
 
 
 @dataclass
@@ -435,7 +442,9 @@ class Scenario:
             sc.suite_mask = 0x110  # VER_SUITE_TERMINAL | VER_SUITE_SINGLEUSERTS (workstation)
         if sc.build_lab is None:
             sc.build_lab = (
-                "7601.24545.amd64fre.win7sp1_ldr_escrow.200102-1707"
+                VISTA_BUILD_LABS.get(sc.build, "6002.18005.amd64fre.lh_sp2rtm.090410-1830")
+                if sc.build < 7600
+                else "7601.24545.amd64fre.win7sp1_ldr_escrow.200102-1707"
                 if w7
                 else "19041.1.amd64fre.vb_release.191206-1406"
             )
@@ -1105,12 +1114,36 @@ BUILTINS["win10-19045-verifier"] = dict(
 Win10 enforces, background pool without protected tags)."""
 
 
+BUILTINS["vista-sp2"] = dict(
+    BUILTINS["win7sp1"],
+    name="vista-sp2",
+    build=6002,
+    system_time="2010-03-09T16:20:31Z",
+    seed=6002,
+)
+"""Windows Vista SP2 x64 (the vista-x64 profile: KDBG of 0x328 bytes, legacy pool as on
+Win7), with the Win7 demo's background pool."""
+BUILTINS["vista-sp2-verifier"] = dict(
+    BUILTINS["vista-sp2"],
+    name="vista-sp2-verifier",
+    bugcheck={"code": "0xC4"},
+    seed=60020,
+    verifier=dict(VERIFIER_DEMO, irp_log=None),
+)
+"""The verifier demo on Vista SP2: the drivers are MI_VERIFIER_DRIVER_ENTRYs on
+MiSuspectDriverList (spec 4.1) owning their tracker pages; myfault.sys leaks ten nonpaged
+0xFB000-byte "Leak" allocations from myfault+0x1634, vrfdemo.sys has three tracker pages with
+free entries, oldfilt.sys is unloaded, the 0x400-entry pool log is wrapped. No IRP log
+(IOV_IRP_TRACE has no Vista type)."""
+
+
 def builtin(name: str) -> Scenario:
     """A built-in scenario: ``win7sp1`` (the demo, with a background pool),
     ``win7sp1-bitmap``, ``win7sp1-leak`` (1 GiB, sparse: the "Leak" pool leak),
     ``win10-19045``, ``win10-19045-encoded``, ``win7sp1-4g`` and ``win7sp1-8g`` (pattern-
     filled full dumps for benchmarks), ``win7sp1-verifier`` and ``win10-19045-verifier``
-    (Driver Verifier state: see ``VERIFIER_DEMO``)."""
+    (Driver Verifier state: see ``VERIFIER_DEMO``), ``vista-sp2`` and ``vista-sp2-verifier``
+    (build 6002, the vista-x64 profile; the verifier demo on MiSuspectDriverList)."""
     try:
         data = BUILTINS[name]
     except KeyError:

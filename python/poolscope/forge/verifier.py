@@ -18,6 +18,11 @@ Every structure size and field offset comes from the build profile's ``verifier`
   simulated as ViGrowPoolAllocation / ViFreeTrackedPool do it (Server 2003 verifier.c: a new
   page pushes slots 1..126 on PoolTrackers and hands out slot 127; frees OR 1 into
   NumberOfBytes and push the entry back), so live and free entries interleave;
+* with a ``driver_list: "mi_list"`` profile (Vista, spec 4.1) instead of the three items
+  above: ``MiSuspectDriverList`` with one MI_VERIFIER_DRIVER_ENTRY per driver (tag MmLd, name
+  inline after the 0xA0-byte entry, tail insertion, Flags VI_VERIFYING_DIRECTLY, Signature,
+  Start/EndAddress = the image range while loaded and 0 after unload) holding the counters
+  and both SLISTs itself; the tracker pages' VerifierEntry is that entry;
 * the tracked allocations themselves: pool blocks or big-pool allocations with the tag, the
   verifier back-pointer at VA + NumberOfBytes - 8 (spec 5.3);
 * the pool log (VfPoolTraces / VfPoolTracesIndex / VfPoolTracesLength, VF_POOL_TRACE
@@ -91,6 +96,15 @@ REQUIRED = (
     "pool_trace", "irp_trace", "avl_tree", "avl_table", "target_driver",
     "verified_driver_data", "balanced_links",
 )  # fmt: skip
+REQUIRED_MI = (
+    "mm_driver_verifier_data", "mi_verifier_driver_entry", "pool_page_header", "pool_entry",
+    "pool_trace", "irp_trace",
+)  # fmt: skip
+"""What a ``driver_list: "mi_list"`` (Vista) profile needs: MI_VERIFIER_DRIVER_ENTRY replaces
+the suspect entry, AVL tree and verified data (spec 4.1)."""
+MI_ENTRY_TAG = "MmLd"
+"""MI_VERIFIER_DRIVER_ENTRY's pool tag ('dLmM' in Server 2003 verifier.c; assumed for Vista)."""
+VI_VERIFYING_DIRECTLY = 1
 
 
 # ------------------------------------------------------------------------ layout
@@ -100,6 +114,12 @@ class VerifierLayout:
 
     const: dict[str, int]
     s: dict[str, EntryLayout]
+    driver_list: str = "suspect_list+avl"
+    """"suspect_list+avl" (Win7+) or "mi_list" (Vista: MI_VERIFIER_DRIVER_ENTRY)."""
+
+    @property
+    def mi(self) -> bool:
+        return self.driver_list == "mi_list"
 
     @classmethod
     def from_profile(cls, profile: dict[str, Any]) -> VerifierLayout:
@@ -112,10 +132,14 @@ class VerifierLayout:
             for k, x in v.items()
             if k != "constants" and isinstance(x, dict)
         }
-        missing = [k for k in REQUIRED if k not in structs]
+        driver_list = v.get("driver_list", "suspect_list+avl")
+        if driver_list not in ("suspect_list+avl", "mi_list"):
+            raise ValueError(f"profile verifier.driver_list {driver_list!r} is unknown")
+        required = REQUIRED_MI if driver_list == "mi_list" else REQUIRED
+        missing = [k for k in required if k not in structs]
         if missing:
             raise ValueError(f"profile verifier section lacks {', '.join(missing)}")
-        return cls(const, structs)
+        return cls(const, structs, driver_list)
 
     def size(self, what: str) -> int:
         return self.s[what].size
@@ -233,29 +257,44 @@ class VerifierBuilder:
         self.frames = self.L.const.get("pool_trace_frames", 13)
         self.irp_frames = self.L.const.get("irp_trace_frames", 13)
         self.per_page = self.L.const.get("entries_per_tracker_page", PAGE_SIZE // 0x20)
-        self.links = self.L.const.get("avl_node_links", self.L.size("balanced_links"))
+        self.mi = self.L.mi
+        self.links = self.L.const.get("avl_node_links", 0x20)
         self.slist_low = 0x3 if kb.sc.win7_like else 0x0
         self._nt_functions()
         self.vars = self._variables()
         self.drivers = self._drivers()
         self.threads = self._threads()
         self.irps = self._irps()
-        self._suspect_list()
-        for d in self.drivers:
-            if d.loaded:
-                d.vd = kb.pool.alloc(self.L.size("verified_driver_data"), "VfVD")
-                d.node = kb.pool.alloc(self.links + self.L.size("target_driver"), "VfAT")
+        if self.mi:
+            for d in self.drivers:  # the entry is the tracker pages' VerifierEntry too
+                raw = d.name.encode("utf-16-le")
+                d.suspect = d.vd = kb.pool.alloc(
+                    self.L.size("mi_verifier_driver_entry") + len(raw) + 2, MI_ENTRY_TAG
+                )
+        else:
+            self._suspect_list()
+            for d in self.drivers:
+                if d.loaded:
+                    d.vd = kb.pool.alloc(self.L.size("verified_driver_data"), "VfVD")
+                    d.node = kb.pool.alloc(self.links + self.L.size("target_driver"), "VfAT")
         self.events = self._timeline()
         self._simulate()
         self._write_trackers()
-        self._write_verified_data()
-        self._avl()
+        if self.mi:
+            self._write_mi_list()
+            self.tables_va, self.tables_no, self.table_of = 0, 0, {}
+        else:
+            self._write_verified_data()
+            self._avl()
         self._logs_phase1()
         self._write_mm_verifier_data()
         self.notes += [
             "verifier: nt function stubs (VeAllocatePoolWithTagPriority...) and their return "
             "offsets are synthetic; ETHREAD = 'Thre' block body + 0x50; IRPs are 'Irp ' blocks",
-            "verifier: VF_AVL_TREE.NodeRangeSize = sizeof(VF_TARGET_DRIVER), Tables array "
+            "verifier: MI_VERIFIER_DRIVER_ENTRY tagged MmLd with the name inline (Server 2003 "
+            "code, assumed for Vista); unloaded entries have StartAddress/EndAddress 0"
+            if self.mi
+            else "verifier: VF_AVL_TREE.NodeRangeSize = sizeof(VF_TARGET_DRIVER), Tables array "
             "tagged VfAT, RTL_BALANCED_LINKS.Balance left 0 (synthetic)",
             f"verifier: SLIST Next low bits {self.slist_low:#x}, Sequence = number of pushes",
             "verifier: big tracked allocations record round4(bytes) + 8 (Win8.1 sample); "
@@ -288,9 +327,12 @@ class VerifierBuilder:
     def _variables(self) -> dict[str, int]:
         kb = self.kb
         out = {"MmVerifierData": self.data_va()}
-        out["VfSuspectDriversList"] = kb.nt_var(16, 16, "VfSuspectDriversList")
-        tree = self.L.size("avl_tree")
-        out["ViTargetDriversAvl"] = kb.nt_var(tree, 16, "ViTargetDriversAvl")
+        if self.mi:
+            out["MiSuspectDriverList"] = kb.nt_var(16, 16, "MiSuspectDriverList")
+        else:
+            out["VfSuspectDriversList"] = kb.nt_var(16, 16, "VfSuspectDriversList")
+            tree = self.L.size("avl_tree")
+            out["ViTargetDriversAvl"] = kb.nt_var(tree, 16, "ViTargetDriversAvl")
         for prefix in ("VfPoolTraces", "IovIrpTraces"):
             out[prefix] = kb.nt_var(8, 8, prefix)
             out[prefix + "Index"] = kb.nt_var(4, 4, prefix + "Index")
@@ -598,12 +640,56 @@ class VerifierBuilder:
                 if a.live:
                     kb.q(a.va + a.charged - 8, a.entry)
 
-    def _slist(self, buf: bytearray, name: str, depth: int, seq: int, first: int) -> None:
+    def _slist(
+        self,
+        buf: bytearray,
+        name: str,
+        depth: int,
+        seq: int,
+        first: int,
+        what: str = "verified_driver_data",
+    ) -> None:
         L = self.L
-        L.put(buf, 0, "verified_driver_data", f"{name}.Depth", depth)
-        at = L.off("verified_driver_data", f"{name}.Depth") + 2  # Sequence:48 after Depth:16
+        L.put(buf, 0, what, f"{name}.Depth", depth)
+        at = L.off(what, f"{name}.Depth") + 2  # Sequence:48 after Depth:16
         buf[at : at + 6] = (seq & (1 << 48) - 1).to_bytes(6, "little")
-        L.put(buf, 0, "verified_driver_data", f"{name}.Next", first | self.slist_low)
+        L.put(buf, 0, what, f"{name}.Next", first | self.slist_low)
+
+    def _write_mi_list(self) -> None:
+        """MiSuspectDriverList and its MI_VERIFIER_DRIVER_ENTRYs (spec 4.1; tail insertion,
+        name inline after the entry, Start/EndAddress the image range while loaded)."""
+        kb, L, what = self.kb, self.L, "mi_verifier_driver_entry"
+        esize = L.size(what)
+        head = self.vars["MiSuspectDriverList"]
+        nodes = [head] + [d.suspect for d in self.drivers]
+        for i, va in enumerate(nodes):
+            buf = bytearray(esize if i else 16)
+            L.put(buf, 0, what, "Flink", nodes[(i + 1) % len(nodes)])
+            L.put(buf, 0, what, "Blink", nodes[i - 1])
+            if i == 0:
+                kb.vwrite(head, bytes(buf))
+                continue
+            d = self.drivers[i - 1]
+            raw = d.name.encode("utf-16-le")
+            L.put(buf, 0, what, "Loads", d.loads)
+            L.put(buf, 0, what, "Unloads", d.unloads)
+            L.put(buf, 0, what, "BaseName.Length", len(raw))
+            max_at = L.off(what, "BaseName.Length") + 2  # MaximumLength
+            buf[max_at : max_at + 2] = (len(raw) + 2).to_bytes(2, "little")
+            L.put(buf, 0, what, "BaseName.Buffer", va + esize)
+            if d.loaded:
+                L.put(buf, 0, what, "StartAddress", d.base)
+                L.put(buf, 0, what, "EndAddress", d.base + d.size)
+            L.put(buf, 0, what, "Flags", VI_VERIFYING_DIRECTLY)
+            L.put(buf, 0, what, "Signature", L.const["verified_data_signature"])
+            if d.loaded:
+                top_page = d.pages[-1].va if d.pages else 0
+                self._slist(buf, "PoolPageHeaders", len(d.pages), d.page_pushes, top_page, what)
+                top = self._entry_va(d, d.free[-1]) if d.free else 0
+                self._slist(buf, "PoolTrackers", len(d.free), d.tracker_pushes, top, what)
+                for key, value in self._counters(d.cur, d.peak).items():
+                    L.put(buf, 0, what, key, value)
+            kb.vwrite(va, bytes(buf) + raw + b"\0\0")
 
     def _write_verified_data(self) -> None:
         L = self.L
@@ -795,7 +881,8 @@ class VerifierBuilder:
         if not leaking:
             return [BUGCHECK_POOL_LEAK, 0, 0, 0]
         d = leaking[0]
-        name = d.suspect + self.L.off("suspect_driver_entry", "BaseName.Length")
+        what = "mi_verifier_driver_entry" if self.mi else "suspect_driver_entry"
+        name = d.suspect + self.L.off(what, "BaseName.Length")
         return [BUGCHECK_POOL_LEAK, name, d.vd, d.cur["paged"][0] + d.cur["nonpaged"][0]]
 
     # ------------------------------------------------------------ phase 2

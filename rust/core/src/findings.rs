@@ -1,13 +1,16 @@
 //! Findings: what an engineer would conclude from the analyses, each with a kind, a severity,
 //! a one-line summary and the figures that support it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::kernel::Modules;
 use crate::pool::owners::Owner;
 use crate::pool::{tag, BigPool, MemorySummary, Pool, PoolScan, TagUsage};
+use crate::verifier::tracked::{self, FxBuild};
+use crate::verifier::{DriverState, Verifier, POOL_UNKNOWN};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -267,4 +270,177 @@ pub fn disagreement(rows: &[TagUsage], scan: &PoolScan, big: Option<&BigPool>) -
         evidence: json!({"tags": examples, "rejected_pages": scan.rejected_pages,
             "note": "pool pages absent from the dump, corruption, or a layout the scanner did not recognise"}),
     })
+}
+
+fn hex(v: u64) -> String {
+    format!("0x{v:x}")
+}
+
+/// `module+0xoffset`, else the address in hex.
+fn sym(modules: &Modules, a: u64) -> String {
+    modules.symbolize(a).unwrap_or_else(|| hex(a))
+}
+
+fn pool_name(p: u8) -> &'static str {
+    match p {
+        0 => Pool::NonPaged.name(),
+        1 => Pool::Paged.name(),
+        2 => Pool::SessionNonPaged.name(),
+        3 => Pool::SessionPaged.name(),
+        _ => "unknown",
+    }
+}
+
+/// Per loaded verified driver and pool: its outstanding tracked allocations, grouped by
+/// allocation site (the pool log's stack), the largest site first.
+pub fn verifier_leaks(v: &Verifier, modules: &Modules) -> Vec<Finding> {
+    let t = &v.tracked;
+    let mut out = Vec::new();
+    // Rows of each (driver, pool), in one pass; drivers in list order, pools ascending.
+    let mut by_group: HashMap<(u32, u8), Vec<usize>, FxBuild> = HashMap::default();
+    for r in 0..t.len() {
+        by_group
+            .entry((t.driver[r], t.pool[r]))
+            .or_default()
+            .push(r);
+    }
+    let mut groups: Vec<((u32, u8), Vec<usize>)> = by_group.into_iter().collect();
+    groups.sort_unstable_by_key(|g| g.0);
+    let records = if v.records.len() == t.len() {
+        std::borrow::Cow::Borrowed(&v.records[..])
+    } else {
+        std::borrow::Cow::Owned(
+            v.log
+                .as_ref()
+                .map(|l| tracked::allocation_records(t, l))
+                .unwrap_or_default(),
+        )
+    };
+    for ((i, p), rows) in groups {
+        let Some(d) = v.drivers.get(i as usize) else {
+            continue;
+        };
+        if d.state != DriverState::Loaded {
+            continue;
+        }
+        let n = rows.len();
+        let bytes: u64 = rows.iter().map(|&r| t.bytes[r]).sum();
+        // Sites from the pool log; when it has no record of these blocks, by caller alone.
+        let mut sites = tracked::sites_of(t, v.log.as_ref(), &records, rows.iter().copied());
+        if sites.is_empty() {
+            sites = tracked::sites_of(t, None, &[], rows.iter().copied());
+        }
+        let Some(top) = sites.first() else { continue };
+        let mut by_tag: HashMap<u32, u64, FxBuild> = HashMap::default();
+        for &r in &rows {
+            *by_tag.entry(t.tag[r]).or_default() += t.bytes[r];
+        }
+        let mut tags: Vec<(u32, u64)> = by_tag.into_iter().collect();
+        tags.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let tag_names: Vec<String> = tags.iter().map(|(tg, _)| tag::to_string(*tg)).collect();
+        let what = if p == POOL_UNKNOWN {
+            "tracked allocations (pool unknown)".to_string()
+        } else {
+            format!("tracked {} allocations", pool_name(p).replace('_', " "))
+        };
+        // The stack down to the driver's call site (at most 4 frames), as WinDbg reads it.
+        let upto = top
+            .stack
+            .iter()
+            .position(|&f| f == top.caller)
+            .map_or(1, |k| k + 1)
+            .min(4);
+        let mut frames: Vec<String> = top
+            .stack
+            .iter()
+            .take(upto)
+            .map(|&f| sym(modules, f))
+            .collect();
+        if top.stack.len() > upto {
+            frames.push("...".into());
+        }
+        let stack_part = if frames.is_empty() {
+            String::new()
+        } else {
+            format!(" (stack: {})", frames.join(", "))
+        };
+        out.push(Finding {
+                kind: "verifier_leak",
+                severity: Severity::Medium,
+                summary: format!(
+                    "{} holds {n} {what}, {bytes} bytes, from {} call sites; top site {}{stack_part}; tag {}",
+                    d.name,
+                    sites.len(),
+                    sym(modules, top.caller),
+                    tag_names.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                ),
+                evidence: json!({
+                    "driver": d.name, "pool": pool_name(p), "allocations": n, "bytes": bytes,
+                    "sites": sites.len(), "tags": tag_names,
+                    "top_site": {
+                        "caller": hex(top.caller), "caller_symbol": modules.symbolize(top.caller),
+                        "stack": top.stack.iter().map(|&f| hex(f)).collect::<Vec<_>>(),
+                        "stack_symbols": top.stack.iter().map(|&f| sym(modules, f)).collect::<Vec<_>>(),
+                        "outstanding_bytes": top.outstanding_bytes,
+                        "outstanding_allocs": top.outstanding_allocs,
+                    },
+                }),
+            });
+    }
+    out
+}
+
+/// IRP-log records made with special kernel APCs disabled, by the module of the first frame
+/// outside the kernel: I/O issued from inside a guarded region.
+pub fn apc_disabled_io(v: &Verifier, modules: &Modules) -> Vec<Finding> {
+    let Some(log) = &v.irp_log else {
+        return Vec::new();
+    };
+    // module → (records, IRPs in first-seen order, first frame outside nt), and the IRPs seen
+    let mut groups: Vec<(String, u64, Vec<u64>, Option<u64>)> = Vec::new();
+    let mut seen: Vec<HashSet<u64>> = Vec::new();
+    for i in (0..log.len()).filter(|&i| log.cols.special_apc_disable[i] != 0) {
+        let irp = log.cols.irp[i];
+        let frame = log
+            .stack(i)
+            .iter()
+            .copied()
+            .find(|&f| modules.containing(f).map(|(i, _)| i) != Some(0));
+        let name = match frame {
+            Some(f) => modules.containing(f).map(|(_, m)| m.name.as_str()),
+            None => modules.list.first().map(|m| m.name.as_str()),
+        }
+        .unwrap_or("unknown");
+        let k = match groups.iter().position(|g| g.0 == name) {
+            Some(k) => k,
+            None => {
+                groups.push((name.to_string(), 0, Vec::new(), frame));
+                seen.push(HashSet::new());
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[k];
+        g.1 += 1;
+        if seen[k].insert(irp) {
+            g.2.push(irp);
+        }
+    }
+    groups.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    groups
+        .into_iter()
+        .map(|(module, n, irps, frame)| Finding {
+            kind: "apc_disabled_io",
+            severity: Severity::Medium,
+            summary: format!(
+                "{module}: {n} logged IRP calls on {} IRPs ran with special kernel APCs disabled (SpecialApcDisable != 0){}",
+                irps.len(),
+                frame.map_or_else(String::new, |f| format!("; first frame {}", sym(modules, f)))
+            ),
+            evidence: json!({
+                "module": module, "entries": n,
+                "irps": irps.iter().take(32).map(|&i| hex(i)).collect::<Vec<_>>(),
+                "frame": frame.map(hex), "frame_symbol": frame.and_then(|f| modules.symbolize(f)),
+            }),
+        })
+        .collect()
 }

@@ -15,6 +15,7 @@ pub mod pool;
 pub mod scan;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod verifier;
 
 pub use container::{DumpType, Header, OpenOptions, Run, PAGE_SIZE};
 pub use dump::{Dump, DumpOptions};

@@ -2,7 +2,7 @@
 //! as the JSON document that `poolscope scan --json` prints (minus the `dump` header summary,
 //! which the surfaces add). Keys and shapes here are a contract: add, never rename.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Map, Value};
 
@@ -14,7 +14,10 @@ use crate::pool::globals::{Kernel, Sources};
 use crate::pool::layout::Allocator;
 use crate::pool::owners::{self, Owner};
 use crate::pool::{
-    tag, BigPool, Keep, MemorySummary, PoolLayout, PoolScan, SortBy, TagUsage, TrackerTable,
+    tag, BigPool, Blocks, Keep, MemorySummary, PoolLayout, PoolScan, SortBy, TagUsage, TrackerTable,
+};
+use crate::verifier::{
+    self, Context, PoolBlock, TraceLog, Verifier, VerifierLayout, HEURISTIC_TAGS, POOL_UNKNOWN,
 };
 
 #[derive(Debug, Clone)]
@@ -24,6 +27,9 @@ pub struct ScanOptions {
     pub owner_tags: usize,
     pub thresholds: Thresholds,
     pub keep: Keep,
+    /// Rows of the verifier's tracked allocations and of each log kept in the report (all
+    /// when None); the totals are always reported.
+    pub verifier_rows: Option<usize>,
 }
 
 impl Default for ScanOptions {
@@ -33,6 +39,7 @@ impl Default for ScanOptions {
             owner_tags: 5,
             thresholds: Thresholds::default(),
             keep: Keep::None,
+            verifier_rows: Some(1000),
         }
     }
 }
@@ -46,6 +53,7 @@ pub struct Analysis {
     pub pool_scan: Option<PoolScan>,
     pub bigpool: Option<BigPool>,
     pub owners: Vec<(u32, Vec<Owner>)>,
+    pub verifier: Option<Verifier>,
     pub findings: Vec<Finding>,
     pub sources: Sources,
     pub unavailable: BTreeMap<String, String>,
@@ -100,28 +108,64 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
             }
         }
     }
+    // Verifier statistics first: without symbols for its driver lists, the verifier's own pool
+    // blocks are found by the page scan below, so their tags ride along with it.
+    let mut vsources = Sources::new();
+    let vstats = verifier_layout(dump, &mut a.sources).and_then(|vl| {
+        let ctx = context(dump, &vl, layout.as_ref(), None, Err(String::new()));
+        let stats = verifier::read_stats(&mut tr, &ctx, &mut vsources)?;
+        let need = ctx.needs_blocks();
+        Ok((vl, stats, need))
+    });
+    let want_blocks = matches!(&vstats, Ok((_, s, need)) if s.enabled() && *need);
+    let mut blocks: std::result::Result<Vec<PoolBlock>, String> = Err("no pool scan ran".into());
     if let Some(l) = &layout {
         match l.allocator {
             Allocator::Legacy => {
                 let rmap = ReverseMap::build(&space);
-                a.pool_scan = Some(crate::pool::pages::scan(
-                    &dump.physical(),
-                    &rmap,
-                    l,
-                    &opts.keep,
-                ));
+                let (keep, added) = if want_blocks {
+                    with_heuristic_tags(&opts.keep)
+                } else {
+                    (opts.keep.clone(), Vec::new())
+                };
+                let mut scan = crate::pool::pages::scan(&dump.physical(), &rmap, l, &keep);
+                if want_blocks {
+                    blocks = Ok(verifier::blocks_of(&scan.blocks));
+                    drop_rows(&mut scan.blocks, |t| added.contains(&t));
+                }
+                a.pool_scan = Some(scan);
                 a.sources.insert(
                     "pool_scan".into(),
                     "POOL_HEADER page chains (legacy allocator)".into(),
                 );
             }
             Allocator::SegmentHeap => {
+                blocks = Err(SEGMENT_HEAP.into());
                 a.unavailable.insert(
                     "pool_scan".into(),
                     "segment-heap pool (build 18362+): the page-chain scan does not apply and the tag scan is not implemented yet".into(),
                 );
             }
         }
+    }
+    match vstats {
+        Ok((vl, stats, _)) => {
+            let ctx = context(
+                dump,
+                &vl,
+                layout.as_ref(),
+                a.bigpool.as_ref(),
+                blocks.as_deref().map_err(Clone::clone),
+            );
+            let v = verifier::read(&mut tr, &ctx, stats, vsources);
+            for (k, why) in &v.unavailable {
+                a.unavailable.insert(format!("verifier_{k}"), why.clone());
+            }
+            a.sources
+                .extend(v.sources.iter().map(|(k, s)| (k.clone(), s.clone())));
+            a.verifier = Some(v);
+        }
+        Err(e) => missing(&mut a, "verifier", e),
     }
     a.layout = layout;
 
@@ -163,7 +207,48 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
         a.findings
             .extend(findings::disagreement(&rows, scan, a.bigpool.as_ref()));
     }
+    if let Some(v) = &a.verifier {
+        a.findings
+            .extend(findings::verifier_leaks(v, &dump.modules));
+        a.findings
+            .extend(findings::apc_disabled_io(v, &dump.modules));
+    }
     a
+}
+
+const SEGMENT_HEAP: &str =
+    "segment-heap pool (build 18362+): the page-chain scan for VfVD blocks does not apply";
+
+/// The scan's keep set plus the verifier's heuristic tags, and which tags were added.
+fn with_heuristic_tags(k: &Keep) -> (Keep, Vec<u32>) {
+    match k {
+        Keep::All => (Keep::All, Vec::new()),
+        Keep::None => (Keep::Tags(HEURISTIC_TAGS.to_vec()), HEURISTIC_TAGS.to_vec()),
+        Keep::Tags(ts) => {
+            let added: Vec<u32> = HEURISTIC_TAGS
+                .iter()
+                .copied()
+                .filter(|t| !ts.contains(t))
+                .collect();
+            (Keep::Tags([&ts[..], &added[..]].concat()), added)
+        }
+    }
+}
+
+/// Drop kept rows whose tag `drop` names (rows kept only for the verifier's heuristics).
+fn drop_rows(b: &mut Blocks, drop: impl Fn(u32) -> bool) {
+    let keep: Vec<bool> = b.tag.iter().map(|&t| !drop(t)).collect();
+    fn retain<T>(v: &mut Vec<T>, keep: &[bool]) {
+        let mut k = keep.iter();
+        v.retain(|_| k.next().copied().unwrap_or(true));
+    }
+    retain(&mut b.pa, &keep);
+    retain(&mut b.va, &keep);
+    retain(&mut b.tag, &keep);
+    retain(&mut b.size, &keep);
+    retain(&mut b.previous_size, &keep);
+    retain(&mut b.pool, &keep);
+    retain(&mut b.allocated, &keep);
 }
 
 /// `poolused` rows.
@@ -236,6 +321,10 @@ impl Analysis {
             "pool_scan": self.pool_scan.as_ref().map_or(Value::Null, |s| pool_scan_json(s, self.layout.as_ref())),
             "bigpool": self.bigpool.as_ref().map_or(Value::Array(vec![]), bigpool_json),
             "tag_owners": owners_json(&self.owners),
+            "verifier": match &self.verifier {
+                Some(v) => verifier_json(v, opts.verifier_rows),
+                None => verifier_empty_json("unavailable"),
+            },
             "findings": serde_json::to_value(&self.findings).unwrap_or(Value::Null),
             "sources": self.sources,
             "unavailable": self.unavailable,
@@ -307,4 +396,251 @@ pub fn memory_summary(dump: &Dump) -> Result<MemorySummary> {
 /// Which modules hold each tag's bytes.
 pub fn tag_owners(dump: &Dump, tags: &[u32]) -> Vec<(u32, Vec<Owner>)> {
     owners::find(&dump.space(), &dump.modules, tags)
+}
+
+/// The profile's verifier layout, with a symbol table's structure layouts applied when given.
+fn verifier_layout(dump: &Dump, sources: &mut Sources) -> Result<VerifierLayout> {
+    let mut l = VerifierLayout::from_profile(&dump.profile)?;
+    if let Some(s) = &dump.symbols {
+        l.apply_symbols(s, sources);
+    }
+    Ok(l)
+}
+
+fn context<'a>(
+    dump: &'a Dump,
+    layout: &'a VerifierLayout,
+    pool: Option<&'a PoolLayout>,
+    bigpool: Option<&'a BigPool>,
+    blocks: std::result::Result<&'a [PoolBlock], String>,
+) -> Context<'a> {
+    Context {
+        layout,
+        kdbg: dump.kdbg.as_ref(),
+        symbols: dump.symbols.as_ref(),
+        kernel_base: dump.kernel_base(),
+        modules: &dump.modules,
+        pool,
+        bigpool,
+        blocks,
+    }
+}
+
+/// Driver Verifier alone (`!verifier 3 [driver]`, `!verifier 80 [address]`, `!verifier 100
+/// [irp]`): `driver` keeps one driver's rows, `address` the log records that hold it and the
+/// IRP records of that IRP. Not enabled is a result (Level 0), not an error; an error means
+/// `MmVerifierData` itself could not be read.
+pub fn verifier(dump: &Dump, driver: Option<&str>, address: Option<u64>) -> Result<Verifier> {
+    let mut sources = Sources::new();
+    let vl = verifier_layout(dump, &mut sources)?;
+    let pool = pool_layout(dump, &mut sources).ok();
+    let space = dump.space();
+    let mut tr = space.translator();
+    let ctx = context(
+        dump,
+        &vl,
+        pool.as_ref(),
+        None,
+        Err("no pool scan ran".into()),
+    );
+    let stats = verifier::read_stats(&mut tr, &ctx, &mut sources)?;
+    if !stats.enabled() {
+        return Ok(verifier::read(&mut tr, &ctx, stats, sources));
+    }
+    let bigpool = match (&pool, &dump.kdbg) {
+        (Some(l), Some(k)) => {
+            let kernel = Kernel {
+                kdbg: k,
+                symbols: dump.symbols.as_ref(),
+                layout: l,
+            };
+            BigPool::read(&mut tr, kernel, &mut sources).ok()
+        }
+        _ => None,
+    };
+    let blocks: std::result::Result<Vec<PoolBlock>, String> = if !ctx.needs_blocks() {
+        Err("symbols name the driver lists".into())
+    } else {
+        match &pool {
+            Some(l) if l.allocator == Allocator::Legacy => {
+                let rmap = ReverseMap::build(&space);
+                let keep = Keep::Tags(HEURISTIC_TAGS.to_vec());
+                let scan = crate::pool::pages::scan(&dump.physical(), &rmap, l, &keep);
+                Ok(verifier::blocks_of(&scan.blocks))
+            }
+            Some(_) => Err(SEGMENT_HEAP.into()),
+            None => Err("the profile has no pool layout".into()),
+        }
+    };
+    let ctx = Context {
+        bigpool: bigpool.as_ref(),
+        blocks: blocks.as_deref().map_err(Clone::clone),
+        ..ctx
+    };
+    let mut v = verifier::read(&mut tr, &ctx, stats, sources);
+    v.select(driver, address);
+    Ok(v)
+}
+
+fn hex_opt(v: Option<u64>) -> Value {
+    v.map_or(Value::Null, |x| Value::String(hex(x)))
+}
+
+/// `module+0xoffset` of addresses, remembered (rows repeat their callers and frames).
+struct Names<'a> {
+    v: &'a Verifier,
+    known: HashMap<u64, Option<String>>,
+}
+
+impl Names<'_> {
+    fn get(&mut self, a: u64) -> Option<String> {
+        let v = self.v;
+        self.known.entry(a).or_insert_with(|| v.symbol(a)).clone()
+    }
+
+    /// Frames in hex, and as `module+0xoffset` (hex where no module holds the frame).
+    fn stack(&mut self, stack: &[u64]) -> (Value, Value) {
+        (
+            stack.iter().map(|&f| hex(f)).collect(),
+            stack
+                .iter()
+                .map(|&f| self.get(f).unwrap_or_else(|| hex(f)))
+                .collect(),
+        )
+    }
+}
+
+fn pool_label(p: u8) -> &'static str {
+    use crate::pool::Pool;
+    [
+        Pool::NonPaged,
+        Pool::Paged,
+        Pool::SessionNonPaged,
+        Pool::SessionPaged,
+    ]
+    .into_iter()
+    .find(|x| *x as u8 == p && p != POOL_UNKNOWN)
+    .map_or("unknown", |x| x.name())
+}
+
+/// The report's `verifier` section when there is no verifier data to show.
+pub fn verifier_empty_json(status: &str) -> Value {
+    json!({
+        "enabled": false, "status": status, "level": 0, "options": [], "stats": {},
+        "drivers": [], "tracked": [], "tracked_total": 0, "log": [], "log_total": 0,
+        "log_info": null, "irp_log": [], "irp_log_total": 0, "irp_log_info": null,
+        "sites": [], "notes": [],
+    })
+}
+
+/// The report's `verifier` section; `limit` caps the tracked and log rows (totals are kept).
+pub fn verifier_json(v: &Verifier, limit: Option<usize>) -> Value {
+    if !v.enabled() {
+        let mut doc = verifier_empty_json("not_enabled");
+        doc["mm_verifier_data"] = Value::String(hex(v.stats.va));
+        doc["stats"] = json!(v.stats.counters);
+        return doc;
+    }
+    let cap = limit.unwrap_or(usize::MAX);
+    let mut names = Names {
+        v,
+        known: HashMap::new(),
+    };
+    let name = |i: u32| v.drivers.get(i as usize).map_or("", |d| d.name.as_str());
+    let drivers: Vec<Value> = v
+        .drivers
+        .iter()
+        .map(|d| {
+            let c = &d.counters;
+            json!({
+                "name": d.name, "state": d.state.name(), "loads": d.loads, "unloads": d.unloads,
+                "base": hex_opt(d.base), "size": d.size, "entry": hex_opt(d.entry),
+                "verified_data": hex_opt(d.verified_data),
+                "current_nonpaged_allocs": c.current_nonpaged_allocs, "current_nonpaged_bytes": c.nonpaged_bytes,
+                "current_paged_allocs": c.current_paged_allocs, "current_paged_bytes": c.paged_bytes,
+                "peak_nonpaged_allocs": c.peak_nonpaged_allocs, "peak_nonpaged_bytes": c.peak_nonpaged_bytes,
+                "peak_paged_allocs": c.peak_paged_allocs, "peak_paged_bytes": c.peak_paged_bytes,
+                "tracker_pages": d.page_depth,
+            })
+        })
+        .collect();
+    let t = &v.tracked;
+    let tracked: Vec<Value> = (0..t.len())
+        .take(cap)
+        .map(|i| {
+            json!({
+                "driver": name(t.driver[i]), "va": hex(t.va[i]), "bytes": t.bytes[i],
+                "tag": tag::to_string(t.tag[i]), "caller": hex(t.caller[i]),
+                "caller_symbol": names.get(t.caller[i]), "pool": pool_label(t.pool[i]),
+            })
+        })
+        .collect();
+    fn log_info<C>(l: &TraceLog<C>) -> Value {
+        json!({"buffer": hex(l.buffer), "index": l.index, "length": l.length, "ordered": l.ordered,
+               "entries": l.len(), "unreadable_slots": l.unreadable, "frames": l.frames})
+    }
+    let mut log: Vec<Value> = Vec::new();
+    if let Some(l) = &v.log {
+        for i in 0..l.len().min(cap) {
+            let (stack, symbols) = names.stack(l.stack(i));
+            let c = &l.cols;
+            log.push(json!({
+                "slot": l.slot[i], "va": hex(c.va[i]), "bytes": c.bytes[i],
+                "thread": hex(c.thread[i]), "stack": stack, "stack_symbols": symbols,
+            }));
+        }
+    }
+    let mut irp_log: Vec<Value> = Vec::new();
+    if let Some(l) = &v.irp_log {
+        for i in 0..l.len().min(cap) {
+            let (stack, symbols) = names.stack(l.stack(i));
+            let c = &l.cols;
+            irp_log.push(json!({
+                "slot": l.slot[i], "irp": hex(c.irp[i]), "thread": hex(c.thread[i]),
+                "irql": c.irql[i], "kernel_apc_disable": c.kernel_apc_disable[i],
+                "special_apc_disable": c.special_apc_disable[i],
+                "stack": stack, "stack_symbols": symbols,
+            }));
+        }
+    }
+    let sites: Vec<Value> = v
+        .sites
+        .iter()
+        .map(|s| {
+            let (stack, symbols) = names.stack(&s.stack);
+            json!({"driver": name(s.driver), "caller": hex(s.caller),
+                   "caller_symbol": names.get(s.caller), "outstanding_bytes": s.outstanding_bytes,
+                   "outstanding_allocs": s.outstanding_allocs, "stack": stack,
+                   "stack_symbols": symbols})
+        })
+        .collect();
+    json!({
+        "enabled": true, "status": "enabled", "level": v.stats.level,
+        "options": v.stats.options(), "mm_verifier_data": hex(v.stats.va),
+        "stats": v.stats.counters,
+        "drivers": drivers,
+        "tracked": tracked, "tracked_total": t.len(),
+        "log": log, "log_total": v.log.as_ref().map_or(0, TraceLog::len),
+        "log_info": v.log.as_ref().map_or(Value::Null, log_info),
+        "irp_log": irp_log, "irp_log_total": v.irp_log.as_ref().map_or(0, TraceLog::len),
+        "irp_log_info": v.irp_log.as_ref().map_or(Value::Null, log_info),
+        "sites": sites,
+        "notes": v.notes,
+    })
+}
+
+/// [`verifier`]'s result as one document: the `verifier` section plus its findings, `sources`
+/// and `unavailable`; `limit` caps the tracked and log rows (all when None; totals are kept).
+pub fn verifier_report(
+    v: &Verifier,
+    modules: &crate::kernel::Modules,
+    limit: Option<usize>,
+) -> Value {
+    let mut doc = verifier_json(v, limit);
+    let mut f = findings::verifier_leaks(v, modules);
+    f.extend(findings::apc_disabled_io(v, modules));
+    doc["findings"] = serde_json::to_value(&f).unwrap_or(Value::Null);
+    doc["sources"] = json!(v.sources);
+    doc["unavailable"] = json!(v.unavailable);
+    doc
 }

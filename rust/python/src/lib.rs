@@ -1,6 +1,7 @@
 //! The PyO3 layer: Python classes that wrap poolscope-core types. No logic lives here: each
 //! method converts arguments, releases the GIL around the core call, and converts the result.
 
+use std::ffi::{c_int, CStr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -10,7 +11,8 @@ use poolscope_core::pool::{tag, Blocks, Keep, SortBy};
 use poolscope_core::scan::{self, ScanOptions};
 use poolscope_core::{Dump as CoreDump, DumpOptions, Error, ErrorKind, Location};
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyOSError, PyValueError};
+use pyo3::exceptions::{PyBufferError, PyException, PyOSError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -573,9 +575,96 @@ impl Dump {
                 bigpool_share,
             },
             keep: Keep::None,
+            ..ScanOptions::default()
         };
         let d = self.get()?;
         Ok(py.detach(|| scan::analyze(&d, &opts).to_json(&opts).to_string()))
+    }
+
+    /// Driver Verifier: statistics, drivers, tracked allocations, logs, sites and findings as
+    /// one JSON document with every row; `driver` keeps one driver, `address` the log records
+    /// holding it (and the IRP-log records of that IRP).
+    #[pyo3(signature = (driver=None, address=None))]
+    fn verifier_json(
+        &self,
+        py: Python<'_>,
+        driver: Option<String>,
+        address: Option<u64>,
+    ) -> PyResult<String> {
+        let d = self.get()?;
+        py.detach(|| {
+            scan::verifier(&d, driver.as_deref(), address)
+                .map(|v| scan::verifier_report(&v, &d.modules, None).to_string())
+        })
+        .map_err(|e| to_py(py, e))
+    }
+
+    /// Driver Verifier read once: (summary JSON, columns). The summary is `verifier_json`'s
+    /// document with at most `rows` tracked/log/IRP-log rows (all when None). Columns are
+    /// read-only buffers of little-endian numbers, handed over without a copy (`memoryview(c)`
+    /// is typed, `bytes(c)` the raw bytes): `tracked` {driver u32, va u64, bytes u64, tag u32,
+    /// caller u64, pool u8}; `log` {va u64, bytes u64, thread u64, slot u32, depth u8, stack
+    /// u64 x frames, frames}; `irp_log` {irp u64, thread u64, irql u8, kernel_apc_disable i16,
+    /// special_apc_disable i16, slot u32, depth u8, stack u64 x frames, frames}; a log is None
+    /// when it was not read. Stacks are row-major, `frames` per record, zero past `depth`.
+    #[pyo3(signature = (driver=None, address=None, rows=Some(0)))]
+    fn verifier_raw<'py>(
+        &self,
+        py: Python<'py>,
+        driver: Option<String>,
+        address: Option<u64>,
+        rows: Option<usize>,
+    ) -> PyResult<(String, Bound<'py, PyDict>)> {
+        let d = self.get()?;
+        let (summary, v) = py
+            .detach(|| {
+                scan::verifier(&d, driver.as_deref(), address).map(|v| {
+                    let doc = scan::verifier_report(&v, &d.modules, rows).to_string();
+                    (doc, v)
+                })
+            })
+            .map_err(|e| to_py(py, e))?;
+        let out = PyDict::new(py);
+        let t = v.tracked;
+        let tracked = PyDict::new(py);
+        tracked.set_item("driver", Column::new(py, t.driver)?)?;
+        tracked.set_item("va", Column::new(py, t.va)?)?;
+        tracked.set_item("bytes", Column::new(py, t.bytes)?)?;
+        tracked.set_item("tag", Column::new(py, t.tag)?)?;
+        tracked.set_item("caller", Column::new(py, t.caller)?)?;
+        tracked.set_item("pool", Column::new(py, t.pool)?)?;
+        out.set_item("tracked", tracked)?;
+        match v.log {
+            Some(l) => {
+                let cols = l.cols;
+                let c = trace_columns(py, l.frames, l.slot, l.depth, l.stack)?;
+                c.set_item("va", Column::new(py, cols.va)?)?;
+                c.set_item("bytes", Column::new(py, cols.bytes)?)?;
+                c.set_item("thread", Column::new(py, cols.thread)?)?;
+                out.set_item("log", c)?;
+            }
+            None => out.set_item("log", py.None())?,
+        }
+        match v.irp_log {
+            Some(l) => {
+                let cols = l.cols;
+                let c = trace_columns(py, l.frames, l.slot, l.depth, l.stack)?;
+                c.set_item("irp", Column::new(py, cols.irp)?)?;
+                c.set_item("thread", Column::new(py, cols.thread)?)?;
+                c.set_item("irql", Column::new(py, cols.irql)?)?;
+                c.set_item(
+                    "kernel_apc_disable",
+                    Column::new(py, cols.kernel_apc_disable)?,
+                )?;
+                c.set_item(
+                    "special_apc_disable",
+                    Column::new(py, cols.special_apc_disable)?,
+                )?;
+                out.set_item("irp_log", c)?;
+            }
+            None => out.set_item("irp_log", py.None())?,
+        }
+        Ok((summary, out))
     }
 
     fn __repr__(&self) -> String {
@@ -601,10 +690,168 @@ fn parse_tags(tags: &[String]) -> PyResult<Vec<u32>> {
         .collect()
 }
 
-fn columns<'py>(py: Python<'py>, b: &Blocks) -> PyResult<Bound<'py, PyDict>> {
-    fn le<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-        v.iter().flat_map(|&x| f(x)).collect()
+/// A column as little-endian bytes.
+fn le<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+    v.iter().flat_map(|&x| f(x)).collect()
+}
+
+/// A column of numbers owned by Rust, lent to Python without a copy through the buffer
+/// protocol: read-only, one dimension, native byte order (little-endian on x64, the only
+/// target). The vector is never changed after construction, so views stay valid while they
+/// hold a reference to the column.
+#[pyclass(frozen, module = "poolscope._native")]
+struct Column {
+    data: ColumnData,
+    /// Element count, for `Py_buffer.shape`.
+    len: isize,
+}
+
+enum ColumnData {
+    U64(Vec<u64>),
+    U32(Vec<u32>),
+    I16(Vec<i16>),
+    U8(Vec<u8>),
+}
+
+impl From<Vec<u64>> for ColumnData {
+    fn from(v: Vec<u64>) -> Self {
+        Self::U64(v)
     }
+}
+impl From<Vec<u32>> for ColumnData {
+    fn from(v: Vec<u32>) -> Self {
+        Self::U32(v)
+    }
+}
+impl From<Vec<i16>> for ColumnData {
+    fn from(v: Vec<i16>) -> Self {
+        Self::I16(v)
+    }
+}
+impl From<Vec<u8>> for ColumnData {
+    fn from(v: Vec<u8>) -> Self {
+        Self::U8(v)
+    }
+}
+
+impl Column {
+    fn new<T>(py: Python<'_>, v: Vec<T>) -> PyResult<Bound<'_, Column>>
+    where
+        Vec<T>: Into<ColumnData>,
+    {
+        let len = v.len() as isize;
+        Bound::new(
+            py,
+            Column {
+                data: v.into(),
+                len,
+            },
+        )
+    }
+
+    /// (first byte, bytes per item, struct format).
+    fn raw(&self) -> (*const u8, usize, &'static CStr) {
+        match &self.data {
+            ColumnData::U64(v) => (v.as_ptr().cast(), 8, c"Q"),
+            ColumnData::U32(v) => (v.as_ptr().cast(), 4, c"I"),
+            ColumnData::I16(v) => (v.as_ptr().cast(), 2, c"h"),
+            ColumnData::U8(v) => (v.as_ptr(), 1, c"B"),
+        }
+    }
+}
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("verifier columns are lent as native-endian buffers documented as little-endian");
+
+#[pymethods]
+impl Column {
+    fn __len__(&self) -> usize {
+        self.len as usize
+    }
+
+    fn __repr__(&self) -> String {
+        let (_, size, format) = self.raw();
+        format!(
+            "<poolscope Column {} x {} bytes ({})>",
+            self.len,
+            size,
+            format.to_string_lossy()
+        )
+    }
+
+    /// # Safety
+    /// `view` comes from the interpreter's `PyObject_GetBuffer`; the filled view points into a
+    /// vector that lives (unchanged: the class is frozen) as long as the reference stored in
+    /// `view.obj`.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        if view.is_null() {
+            return Err(PyBufferError::new_err("view is null"));
+        }
+        if (flags & ffi::PyBUF_WRITABLE) == ffi::PyBUF_WRITABLE {
+            return Err(PyBufferError::new_err("verifier columns are read-only"));
+        }
+        let this = slf.get();
+        let (buf, size, format) = this.raw();
+        // Without PyBUF_FORMAT the consumer sees unsigned bytes (itemsize 1, as
+        // PyBuffer_FillInfo gives; `array.frombytes` insists on it), else typed items.
+        let typed = (flags & ffi::PyBUF_FORMAT) == ffi::PyBUF_FORMAT;
+        let items = std::ptr::addr_of!(this.len).cast_mut();
+        let bytes = this.len * size as isize;
+        let owner = slf.clone().into_any().into_ptr();
+        // SAFETY: `view` is a valid, writable Py_buffer (checked non-null above); every pointer
+        // stored in it stays valid while `view.obj` (a new reference to this frozen object)
+        // lives: the vector's buffer and `len` are never moved or changed, `format` is static,
+        // and the other pointers point into the view itself.
+        unsafe {
+            (*view).obj = owner;
+            (*view).buf = buf.cast_mut().cast();
+            (*view).len = bytes;
+            (*view).readonly = 1;
+            (*view).itemsize = if typed { size as isize } else { 1 };
+            (*view).format = if typed {
+                format.as_ptr().cast_mut()
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).ndim = 1;
+            (*view).shape = match ((flags & ffi::PyBUF_ND) == ffi::PyBUF_ND, typed) {
+                (false, _) => std::ptr::null_mut(),
+                (true, true) => items,
+                (true, false) => &mut (*view).len,
+            };
+            (*view).strides = if (flags & ffi::PyBUF_STRIDES) == ffi::PyBUF_STRIDES {
+                &mut (*view).itemsize
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).suboffsets = std::ptr::null_mut();
+            (*view).internal = std::ptr::null_mut();
+        }
+        Ok(())
+    }
+}
+
+/// The columns every log has: slot (u32), depth (u8), stack (u64 x frames), and `frames`.
+fn trace_columns(
+    py: Python<'_>,
+    frames: usize,
+    slot: Vec<u32>,
+    depth: Vec<u8>,
+    stack: Vec<u64>,
+) -> PyResult<Bound<'_, PyDict>> {
+    let c = PyDict::new(py);
+    c.set_item("slot", Column::new(py, slot)?)?;
+    c.set_item("depth", Column::new(py, depth)?)?;
+    c.set_item("stack", Column::new(py, stack)?)?;
+    c.set_item("frames", frames)?;
+    Ok(c)
+}
+
+fn columns<'py>(py: Python<'py>, b: &Blocks) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("pa", PyBytes::new(py, &le(&b.pa, u64::to_le_bytes)))?;
     d.set_item("va", PyBytes::new(py, &le(&b.va, u64::to_le_bytes)))?;
@@ -662,6 +909,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Kdbg>()?;
     m.add_class::<Module>()?;
     m.add_class::<Translation>()?;
+    m.add_class::<Column>()?;
     m.add_function(wrap_pyfunction!(bugcheck_name, m)?)?;
     m.add_function(wrap_pyfunction!(tag_name, m)?)?;
     m.add_function(wrap_pyfunction!(builtin_profiles, m)?)?;

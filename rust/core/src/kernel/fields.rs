@@ -1,9 +1,12 @@
 //! A field of a fixed-size kernel structure: offset and width, optionally a bit range. Layouts
 //! come from profiles or symbol files; this is how either is read.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::bytes::{parse_int, Le};
+use crate::error::{Error, Result};
 
 /// A field of a fixed-size entry: offset and width, optionally a bit range of it.
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +66,80 @@ impl FieldAt {
     }
 
     pub fn end(&self) -> usize {
-        self.offset + self.width as usize
+        self.offset.saturating_add(self.width as usize)
+    }
+
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    pub fn width(&self) -> u8 {
+        self.width
+    }
+
+    /// The same field inside a structure embedded `by` bytes into another.
+    pub fn moved(self, by: usize) -> Self {
+        Self {
+            offset: self.offset.saturating_add(by),
+            ..self
+        }
+    }
+}
+
+/// A fixed-size entry layout from a profile section, `{size, Field: {offset, width}}`: its
+/// size (the stride in arrays) and named fields.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The profile section ("pool.tracker"), for error messages.
+    pub what: String,
+    pub size: usize,
+    fields: BTreeMap<String, FieldAt>,
+}
+
+impl Entry {
+    pub fn parse(what: &str, raw: &BTreeMap<String, serde_json::Value>) -> Result<Self> {
+        let bad = |m: String| Error::format(0, format!("profile {what}: {m}"));
+        let size = raw
+            .get("size")
+            .and_then(|v| v.as_str())
+            .and_then(parse_int)
+            .ok_or_else(|| bad("size missing".into()))? as usize;
+        let mut fields = BTreeMap::new();
+        for (name, v) in raw {
+            if name == "size" {
+                continue;
+            }
+            let f: Field =
+                serde_json::from_value(v.clone()).map_err(|e| bad(format!("{name}: {e}")))?;
+            let at = FieldAt::new(&f).ok_or_else(|| bad(format!("{name}: bad offset/width")))?;
+            if at.end() > size {
+                return Err(bad(format!("{name} ends past the entry size 0x{size:x}")));
+            }
+            fields.insert(name.clone(), at);
+        }
+        Ok(Self {
+            what: what.to_string(),
+            size,
+            fields,
+        })
+    }
+
+    pub fn field(&self, name: &str) -> Result<FieldAt> {
+        self.get(name)
+            .ok_or_else(|| Error::format(0, format!("profile lacks field {name} of {}", self.what)))
+    }
+
+    pub fn get(&self, name: &str) -> Option<FieldAt> {
+        self.fields.get(name).copied()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.fields.keys().map(String::as_str)
+    }
+
+    /// Take a symbol table's layout of the same structure: its size and these fields.
+    pub fn replace(&mut self, size: usize, fields: impl IntoIterator<Item = (String, FieldAt)>) {
+        self.size = size;
+        self.fields.extend(fields);
     }
 }

@@ -11,6 +11,10 @@ use crate::error::{Error, Result};
 /// The built-in profiles, one per build family (file name, JSON text).
 pub const BUILTIN: &[(&str, &str)] = &[
     (
+        "vista-x64.json",
+        include_str!("../../profiles/vista-x64.json"),
+    ),
+    (
         "win7sp1-x64.json",
         include_str!("../../profiles/win7sp1-x64.json"),
     ),

@@ -16,8 +16,24 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct StructLayout {
     pub size: usize,
+    /// Scalar fields (base, pointer, enum, bitfield).
     pub fields: HashMap<String, FieldAt>,
+    /// Every field by offset, with what nested paths and arrays need.
+    pub members: HashMap<String, Member>,
 }
+
+/// A field of any kind: where it is, and for a struct/union the type's name, for an array its
+/// element count and the element (when scalar).
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub offset: usize,
+    pub type_name: Option<String>,
+    pub count: Option<u64>,
+    pub element: Option<FieldAt>,
+}
+
+/// Nested structures followed by [`Symbols::resolve`]; a real ISF is far shallower.
+const MAX_DEPTH: usize = 8;
 
 #[derive(Debug, Clone, Default)]
 pub struct Symbols {
@@ -74,6 +90,7 @@ impl Symbols {
             for (name, t) in types {
                 let size = t.get("size").and_then(Value::as_u64).unwrap_or(0) as usize;
                 let mut fields = HashMap::new();
+                let mut members = HashMap::new();
                 for (fname, f) in t
                     .get("fields")
                     .and_then(Value::as_object)
@@ -84,6 +101,25 @@ impl Symbols {
                         continue;
                     };
                     let Some(ty) = f.get("type") else { continue };
+                    let kind = ty.get("kind").and_then(Value::as_str).unwrap_or("");
+                    let is_array = kind == "array";
+                    members.insert(
+                        fname.clone(),
+                        Member {
+                            offset: offset as usize,
+                            type_name: matches!(kind, "struct" | "union")
+                                .then(|| ty.get("name").and_then(Value::as_str))
+                                .flatten()
+                                .map(str::to_string),
+                            count: is_array
+                                .then(|| ty.get("count").and_then(Value::as_u64))
+                                .flatten(),
+                            element: is_array
+                                .then(|| ty.get("subtype").and_then(width_of))
+                                .flatten()
+                                .and_then(|w| FieldAt::at(offset as usize, w, 0, w * 8)),
+                        },
+                    );
                     let at = if ty.get("kind").and_then(Value::as_str) == Some("bitfield") {
                         let pos = ty.get("bit_position").and_then(Value::as_u64).unwrap_or(0) as u8;
                         let len = ty.get("bit_length").and_then(Value::as_u64).unwrap_or(0) as u8;
@@ -97,8 +133,14 @@ impl Symbols {
                         fields.insert(fname.clone(), at);
                     }
                 }
-                out.types
-                    .insert(name.clone(), StructLayout { size, fields });
+                out.types.insert(
+                    name.clone(),
+                    StructLayout {
+                        size,
+                        fields,
+                        members,
+                    },
+                );
             }
         }
         Ok(out)
@@ -112,5 +154,48 @@ impl Symbols {
         } else {
             kernel_base.wrapping_add(a)
         })
+    }
+
+    /// A field of `ty` by dotted path ("BaseName.Length", "TreeNode.Base.p"): embedded
+    /// structures are followed by name; an array names its first element.
+    pub fn resolve(&self, ty: &str, path: &str) -> Option<FieldAt> {
+        let (base, last, t) = self.walk(ty, path)?;
+        if let Some(f) = t.fields.get(last) {
+            return Some(f.moved(base));
+        }
+        t.members.get(last)?.element.map(|e| e.moved(base))
+    }
+
+    /// Offset of a (possibly nested) member of any kind, e.g. an SLIST_HEADER.
+    pub fn member_offset(&self, ty: &str, path: &str) -> Option<usize> {
+        let (base, last, t) = self.walk(ty, path)?;
+        Some(base + t.members.get(last)?.offset)
+    }
+
+    /// Element count of an array member.
+    pub fn array_count(&self, ty: &str, path: &str) -> Option<u64> {
+        let (_, last, t) = self.walk(ty, path)?;
+        t.members.get(last)?.count
+    }
+
+    /// Follow all but the last component: (offset of the innermost structure, last name, it).
+    fn walk<'s, 'p>(
+        &'s self,
+        ty: &str,
+        path: &'p str,
+    ) -> Option<(usize, &'p str, &'s StructLayout)> {
+        let mut t = self.types.get(ty)?;
+        let mut base = 0usize;
+        let mut parts = path.split('.').peekable();
+        for _ in 0..MAX_DEPTH {
+            let part = parts.next()?;
+            if parts.peek().is_none() {
+                return Some((base, part, t));
+            }
+            let m = t.members.get(part)?;
+            base = base.checked_add(m.offset)?;
+            t = self.types.get(m.type_name.as_deref()?)?;
+        }
+        None
     }
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::bytes::parse_int;
 use crate::error::{Error, Result};
-use crate::kernel::fields::{Field, FieldAt};
+use crate::kernel::fields::Entry;
 use crate::kernel::{Profile, Symbols};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,45 +31,6 @@ struct Raw {
     big_page: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     globals: BTreeMap<String, Global>,
-}
-
-/// Entry layout: its size and named fields.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub size: usize,
-    fields: BTreeMap<String, FieldAt>,
-}
-
-impl Entry {
-    fn parse(what: &str, raw: &BTreeMap<String, serde_json::Value>) -> Result<Self> {
-        let bad = |m: String| Error::format(0, format!("profile pool.{what}: {m}"));
-        let size = raw
-            .get("size")
-            .and_then(|v| v.as_str())
-            .and_then(parse_int)
-            .ok_or_else(|| bad("size missing".into()))? as usize;
-        let mut fields = BTreeMap::new();
-        for (name, v) in raw {
-            if name == "size" {
-                continue;
-            }
-            let f: Field =
-                serde_json::from_value(v.clone()).map_err(|e| bad(format!("{name}: {e}")))?;
-            let at = FieldAt::new(&f).ok_or_else(|| bad(format!("{name}: bad offset/width")))?;
-            if at.end() > size {
-                return Err(bad(format!("{name} ends past the entry size 0x{size:x}")));
-            }
-            fields.insert(name.clone(), at);
-        }
-        Ok(Self { size, fields })
-    }
-
-    pub fn field(&self, name: &str) -> Result<FieldAt> {
-        self.fields
-            .get(name)
-            .copied()
-            .ok_or_else(|| Error::format(0, format!("profile lacks pool entry field {name}")))
-    }
 }
 
 const TRACKER_FIELDS: [&str; 7] = [
@@ -145,8 +106,8 @@ impl PoolLayout {
             paged_mask: int(&raw.pool_type, "paged_mask")? as u8,
             session_mask: int(&raw.pool_type, "session_mask")? as u8,
             big_pool_threshold: parse_int(&raw.big_pool_threshold).unwrap_or(0xFF0),
-            tracker: Entry::parse("tracker", &raw.tracker)?,
-            big_page: Entry::parse("big_page", &raw.big_page)?,
+            tracker: Entry::parse("pool.tracker", &raw.tracker)?,
+            big_page: Entry::parse("pool.big_page", &raw.big_page)?,
             globals: raw.globals,
         })
     }
@@ -171,10 +132,10 @@ impl PoolLayout {
             if t.size == 0 || !names.iter().all(|n| t.fields.contains_key(*n)) {
                 continue;
             }
-            entry.size = t.size;
-            for n in names {
-                entry.fields.insert((*n).to_string(), t.fields[*n]);
-            }
+            entry.replace(
+                t.size,
+                names.iter().map(|n| ((*n).to_string(), t.fields[*n])),
+            );
             sources.insert(ty.into(), format!("symbols {}", syms.origin));
         }
     }

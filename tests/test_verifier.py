@@ -1,0 +1,247 @@
+"""Driver Verifier data on forge dumps (Windows 7 SP1 and Windows 10 19041 layouts): every figure
+equals the forge's ground truth, read the way `!verifier 3`, `!verifier 80` and `!verifier 100`
+read it."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import struct
+import subprocess
+import sys
+
+import pytest
+
+import poolscope
+
+SCENARIOS = ["win7sp1-verifier", "win10-19045-verifier"]
+COUNTERS = [
+    "current_paged_allocs",
+    "current_nonpaged_allocs",
+    "current_paged_bytes",
+    "current_nonpaged_bytes",
+    "peak_paged_allocs",
+    "peak_nonpaged_allocs",
+    "peak_paged_bytes",
+    "peak_nonpaged_bytes",
+]
+
+
+def isf(path, truth: dict) -> None:
+    """A Volatility 3 ISF naming the kernel's globals (addresses relative to the kernel base)."""
+    base = truth["kernel_base"]
+    doc = {
+        "metadata": {"format": "6.2.0"},
+        "base_types": {},
+        "user_types": {},
+        "enums": {},
+        "symbols": {n: {"address": va - base} for n, va in truth["symbols"].items()},
+    }
+    path.write_text(json.dumps(doc))
+
+
+@pytest.fixture(scope="module", params=SCENARIOS)
+def verified(request, forged, tmp_path_factory):
+    path, truth = forged(request.param)
+    t = truth.to_dict()
+    sym = tmp_path_factory.mktemp("isf") / "kernel.json"
+    isf(sym, t)
+    return path, t, sym
+
+
+def hexs(v: int) -> str:
+    return f"0x{v:x}"
+
+
+def test_stats_drivers_tracked_and_logs_equal_truth(verified):
+    path, t, sym = verified
+    tv = t["verifier"]
+    with poolscope.open(path, symbols=sym) as dump:
+        v = dump.verifier()
+    assert v.enabled and v.level == tv["level"]
+    assert "Pool Tracking" in v.options
+    for name, value in tv["stats"].items():
+        assert v.stats[name] == value, name
+    assert [(d["name"], d["state"], d["loads"], d["unloads"]) for d in v.drivers] == [
+        (d["name"], d["state"], d["loads"], d["unloads"]) for d in tv["drivers"]
+    ]
+    for got, want in zip(v.drivers, tv["drivers"], strict=True):
+        assert {c: got[c] for c in COUNTERS} == {c: want[c] for c in COUNTERS}, want["name"]
+    # Tracked allocations, in walk order, free entries skipped.
+    assert len(v.tracked) == len(tv["tracked"]) > 0
+    got = [
+        (
+            v.tracked.drivers[v.tracked.driver[i]],
+            v.tracked.va[i],
+            v.tracked.bytes[i],
+            v.tracked.tag[i].to_bytes(4, "little").decode(),
+            v.tracked.caller[i],
+        )
+        for i in range(len(v.tracked))
+    ]
+    want = [(e["driver"], e["va"], e["bytes"], e["tag"], e["caller"]) for e in tv["tracked"]]
+    assert got == want
+    # The pool log, newest first, wrapped, with full stacks.
+    assert tv["log"]["index"] > tv["log"]["length"]
+    assert [
+        (v.log.va[i], v.log.bytes[i], v.log.thread[i], v.log.stack(i)) for i in range(len(v.log))
+    ] == [(e["va"], e["bytes"], e["thread"], e["stack"]) for e in tv["log"]["entries"]]
+    info, n, index = v.log.info, tv["log"]["length"], tv["log"]["index"]
+    assert info["ordered"] and info["entries"] == len(v.log)
+    assert (info["buffer"], info["index"], info["length"]) == (hexs(tv["log"]["va"]), index, n)
+    # Wrapped: every slot written, read from index & (length - 1) backwards.
+    assert list(v.log.slot) == [(index - k) & (n - 1) for k in range(n)]
+    assert [
+        (
+            v.irp_log.irp[i],
+            v.irp_log.irql[i],
+            v.irp_log.kernel_apc_disable[i],
+            v.irp_log.special_apc_disable[i],
+            v.irp_log.stack(i),
+        )
+        for i in range(len(v.irp_log))
+    ] == [
+        (e["irp"], e["irql"], e["kernel_apc_disable"], e["special_apc_disable"], e["stack"])
+        for e in tv["irp_log"]["entries"]
+    ]
+    assert [
+        (s["driver"], int(s["caller"], 16), s["outstanding_bytes"], s["outstanding_allocs"])
+        for s in v.sites
+    ] == [
+        (s["driver"], s["caller"], s["outstanding_bytes"], s["outstanding_allocs"])
+        for s in tv["sites"]
+    ]
+    assert [[int(f, 16) for f in s["stack"]] for s in v.sites] == [s["stack"] for s in tv["sites"]]
+
+
+def test_columns_rows_and_document_agree(verified):
+    """One read: the summary has no bulk rows by default; `rows` asks for the first rows, which
+    equal the full JSON document's and the columns' own rows (symbolized through the dump)."""
+    path, _, sym = verified
+    with poolscope.open(path, symbols=sym) as dump:
+        v = dump.verifier()
+        some = dump.verifier(rows=5)
+        full = json.loads(dump.verifier_json())
+        doc = v.document
+        assert doc["tracked"] == doc["log"] == doc["irp_log"] == []
+        assert (doc["tracked_total"], doc["log_total"], doc["irp_log_total"]) == (
+            len(v.tracked),
+            len(v.log),
+            len(v.irp_log),
+        )
+        for k in full.keys() - {"tracked", "log", "irp_log"}:
+            assert doc[k] == some.document[k] == full[k], k
+        for key, table in (("tracked", v.tracked), ("log", v.log), ("irp_log", v.irp_log)):
+            assert some.document[key] == full[key][:5] == table.rows(5), key
+            assert table.rows() == full[key], key
+        assert v.findings == full["findings"] and v.sources == full["sources"]
+        assert v.unavailable == full["unavailable"] == {} and v.notes == full["notes"]
+        # Stacks: `frames` per record, zero-padded past each record's depth.
+        for log in (v.log, v.irp_log):
+            assert log.frames == log.info["frames"] > 0
+            assert len(log.stacks) == len(log) * log.frames == len(log.depth) * log.frames
+            for i in range(len(log)):
+                pad = log.stacks[i * log.frames + log.depth[i] : (i + 1) * log.frames]
+                assert not any(pad) and 0 not in log.stack(i)
+        rows = dump.verifier(rows=None).document
+        assert {k: rows[k] for k in full} == full
+        # The native columns: read-only typed buffers of little-endian numbers, lent uncopied.
+        summary, cols = dump.verifier_raw()
+    assert json.loads(summary) == doc
+    formats = {
+        "tracked": dict(driver="I", va="Q", bytes="Q", tag="I", caller="Q", pool="B"),
+        "log": dict(va="Q", bytes="Q", thread="Q", slot="I", depth="B", stack="Q"),
+        "irp_log": dict(
+            irp="Q",
+            thread="Q",
+            irql="B",
+            kernel_apc_disable="h",
+            special_apc_disable="h",
+            slot="I",
+            depth="B",
+            stack="Q",
+        ),
+    }
+    for table, fmts in formats.items():
+        assert set(cols[table]) - {"frames"} == set(fmts), table
+        for name, fmt in fmts.items():
+            col = cols[table][name]
+            mv = memoryview(col)
+            assert (mv.format, mv.readonly, mv.c_contiguous) == (fmt, True, True), name
+            assert bytes(col) == struct.pack(f"<{len(mv)}{fmt}", *mv), name
+            with pytest.raises(TypeError):
+                (ctypes.c_char * 1).from_buffer(col)
+    assert memoryview(cols["log"]["va"]).tolist() == v.log.va.tolist()
+    assert cols["log"]["frames"] == v.log.frames
+
+
+def test_blog_finding_names_driver_tag_bytes_and_site(verified):
+    path, t, sym = verified
+    myfault = next(d for d in t["verifier"]["drivers"] if d["name"] == "myfault.sys")
+    rep = poolscope.scan(path, symbols=sym)
+    leaks = [f for f in rep.findings if f.kind == "verifier_leak"]
+    f = next(f for f in leaks if f.evidence["driver"] == "myfault.sys")
+    assert f.evidence["allocations"] == myfault["current_nonpaged_allocs"] == 10
+    assert f.evidence["bytes"] == myfault["current_nonpaged_bytes"]
+    assert "myfault.sys" in f.summary and "Leak" in f.summary
+    assert str(myfault["current_nonpaged_bytes"]) in f.summary
+    assert "myfault+0x1634" in f.summary
+    apc = [f for f in rep.findings if f.kind == "apc_disabled_io"]
+    assert apc and apc[0].evidence["module"]
+    assert rep.verifier is not None and rep.verifier["enabled"]
+
+
+def test_log_lookup_by_address_and_driver_filter(verified):
+    path, t, sym = verified
+    entry = t["verifier"]["log"]["entries"][3]
+    inside = entry["va"] + max(entry["bytes"] - 1, 0) // 2
+    want = [
+        e
+        for e in t["verifier"]["log"]["entries"]
+        if e["va"] <= inside < e["va"] + max(e["bytes"], 1)
+    ]
+    with poolscope.open(path, symbols=sym) as dump:
+        v = dump.verifier(address=inside)
+        assert list(v.log.va) == [e["va"] for e in want]
+        assert [v.log.stack(i) for i in range(len(v.log))] == [e["stack"] for e in want]
+        only = dump.verifier(driver="myfault.sys")
+    assert {d["name"] for d in only.drivers} == {"myfault.sys"}
+    assert set(only.tracked.drivers[i] for i in only.tracked.driver) == {"myfault.sys"}
+
+
+def test_not_enabled_is_reported_cleanly(forged):
+    path, _ = forged("win7sp1")
+    with poolscope.open(path) as dump:
+        v = dump.verifier()
+    assert not v.enabled and v.level == 0 and len(v.tracked) == 0
+
+
+def test_cli_verifier_json(verified):
+    path, t, sym = verified
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "poolscope.cli",
+            "verifier",
+            str(path),
+            "--symbols",
+            str(sym),
+            "--driver",
+            "myfault.sys",
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    doc = json.loads(out)
+    for k in ("level", "options", "stats", "drivers", "tracked", "log", "irp_log"):
+        assert k in doc
+    d = doc["drivers"][0]
+    assert d["name"] == "myfault.sys"
+    assert set(d) >= {"name", "state", *COUNTERS}
+    e = doc["tracked"][0]
+    assert set(e) >= {"driver", "va", "bytes", "tag", "caller", "caller_symbol"}
+    assert e["va"].startswith("0x") and e["tag"] == "Leak"
+    assert e["caller_symbol"] == "myfault+0x1634"

@@ -245,3 +245,45 @@ def test_cli_verifier_json(verified):
     assert set(e) >= {"driver", "va", "bytes", "tag", "caller", "caller_symbol"}
     assert e["va"].startswith("0x") and e["tag"] == "Leak"
     assert e["caller_symbol"] == "myfault+0x1634"
+
+
+def _patch(path, dump, va: int, data: bytes, truth) -> None:
+    """Overwrite the bytes at kernel VA ``va`` in the dump file (same page)."""
+    pa = dump.translate(va).pa
+    off = truth.file_offset(pa >> 12) + (pa & 0xFFF)
+    with open(path, "r+b") as f:
+        f.seek(off)
+        f.write(data)
+
+
+def test_corrupt_tracker_page_and_log_are_reported_and_skipped(forged, tmp_path):
+    src, truth = forged("win7sp1-verifier")
+    t = truth.to_dict()
+    path = tmp_path / "corrupt.dmp"
+    path.write_bytes(src.read_bytes())
+    sym = tmp_path / "kernel.json"
+    isf(sym, t)
+    lay = t["verifier"]["layout"]
+    pages = lay["tracker_page_vas"]["vrfdemo.sys"]
+    assert len(pages) >= 2
+    with poolscope.open(path) as dump:
+        # The second tracker page of vrfdemo.sys loses its signature (page header +0x10) ...
+        _patch(path, dump, pages[1] + 0x10, b"\xde\xad\xbe\xef" * 2, truth)
+        # ... and the pool log's length variable stops being a power of two.
+        _patch(path, dump, t["symbols"]["VfPoolTracesLength"], (0x3FF).to_bytes(4, "little"), truth)
+    with poolscope.open(path, symbols=sym) as dump:
+        v = dump.verifier()
+        rep = poolscope.scan(path, symbols=sym)
+    # Pages before the bad one are still read; the bad page and those after it are skipped.
+    demo = [e for e in t["verifier"]["tracked"] if e["driver"] == "vrfdemo.sys"]
+    got_demo = [
+        i for i in range(len(v.tracked)) if v.tracked.drivers[v.tracked.driver[i]] == "vrfdemo.sys"
+    ]
+    assert 0 < len(got_demo) < len(demo)
+    others = [e for e in t["verifier"]["tracked"] if e["driver"] != "vrfdemo.sys"]
+    assert len(v.tracked) - len(got_demo) == len(others)
+    text = " ".join(v.notes) + json.dumps(v.unavailable)
+    assert "0x21321345" in text or "signature" in text.lower()
+    assert "verifier_log" in v.unavailable or "verifier_log" in rep.unavailable
+    assert v.log is None or len(v.log) == 0
+    assert rep.verifier is not None and rep.verifier["enabled"]

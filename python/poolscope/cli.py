@@ -222,6 +222,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", help="also write the ground truth JSON here")
     p.set_defaults(func=cmd_forge)
 
+    # The service's commands (serve, submit, jobs, report, aggregate, batch) live with it.
+    from poolscope.service import cli as service_cli
+
+    service_cli.add_commands(sub)
 
     p = sub.add_parser("profiles", help="list the built-in structure layout profiles")
     p.add_argument("--build", type=int, help="show the profile chosen for this build")

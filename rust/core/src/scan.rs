@@ -141,10 +141,8 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
             }
             Allocator::SegmentHeap => {
                 blocks = Err(SEGMENT_HEAP.into());
-                a.unavailable.insert(
-                    "pool_scan".into(),
-                    "segment-heap pool (build 18362+): the page-chain scan does not apply and the tag scan is not implemented yet".into(),
-                );
+                a.unavailable
+                    .insert("pool_scan".into(), NO_PAGE_SCAN.into());
             }
         }
     }
@@ -216,6 +214,8 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
     a
 }
 
+/// Why the pool page scan does not run on 19H1+ (issue 7 adds the segment-heap tag scan).
+const NO_PAGE_SCAN: &str = "segment-heap pool (build 18362+): the page-chain scan does not apply and the tag scan is not implemented yet";
 const SEGMENT_HEAP: &str =
     "segment-heap pool (build 18362+): the page-chain scan for VfVD blocks does not apply";
 
@@ -364,9 +364,7 @@ pub fn poolused(dump: &Dump, sort: SortBy, top: Option<usize>) -> Result<(Vec<Ta
 pub fn pool_scan(dump: &Dump, keep: &Keep) -> Result<(PoolScan, PoolLayout)> {
     let layout = pool_layout(dump, &mut Sources::new())?;
     if layout.allocator != Allocator::Legacy {
-        return Err(Error::unsupported(
-            "segment-heap pool (build 18362+): the page-chain scan does not apply and the tag scan is not implemented yet",
-        ));
+        return Err(Error::unsupported(NO_PAGE_SCAN));
     }
     let space = dump.space();
     let rmap = ReverseMap::build(&space);

@@ -8,14 +8,19 @@ import pytest
 
 from poolscope.service import codegen
 
+# The source tree's proto/ and stubs: the installed package carries the stubs but not proto/.
+ROOT = Path(__file__).resolve().parents[1]
+PROTO_ROOT = ROOT / "proto"
+STUBS_DIR = ROOT / "python" / "poolscope" / "service" / "v1"
+
 
 def test_stubs_match_proto(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools", reason="grpcio-tools is in the test extra")
-    assert (codegen.PROTO_ROOT / codegen.PROTO_FILE).is_file()
-    written = codegen.generate(tmp_path)
+    assert (PROTO_ROOT / codegen.PROTO_FILE).is_file()
+    written = codegen.generate(tmp_path, proto_root=PROTO_ROOT)
     assert sorted(p.name for p in written) == sorted(codegen.GENERATED)
     for fresh in written:
-        committed = codegen.STUBS_DIR / fresh.name
+        committed = STUBS_DIR / fresh.name
         assert committed.is_file(), (
             f"{committed} is missing: run python -m poolscope.service.codegen"
         )

@@ -326,18 +326,19 @@ class DaskExecutor:
         deadline = t0 + request.timeout_s + 60
         try:
             while True:
-                try:
-                    result = future.result(timeout=0.1)
-                    return ScanOutcome(**result)
-                except TimeoutError:
-                    pass
-                except Exception as e:  # noqa: BLE001 - whatever the cluster raises fails the job
-                    return ScanOutcome(
-                        "failed",
-                        error=f"the Dask task failed: {type(e).__name__}: {e}",
-                        elapsed_s=_since(t0),
-                        where=self.name,
-                    )
+                # Poll done() rather than result(timeout=...): distributed's timed result() can
+                # raise UnboundLocalError when the timeout races the result (seen under load).
+                if future.done():
+                    try:
+                        return ScanOutcome(**future.result())
+                    except Exception as e:  # noqa: BLE001 - whatever the cluster raises fails it
+                        return ScanOutcome(
+                            "failed",
+                            error=f"the Dask task failed: {type(e).__name__}: {e}",
+                            elapsed_s=_since(t0),
+                            where=self.name,
+                        )
+                time.sleep(0.05)
                 if cancel.is_set() or time.monotonic() >= deadline:
                     Event(event_name, client=self.client).set()
                     future.cancel()

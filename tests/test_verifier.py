@@ -13,6 +13,7 @@ import sys
 import pytest
 
 import poolscope
+from isf_util import isf
 
 SCENARIOS = ["win7sp1-verifier", "win10-19045-verifier"]
 COUNTERS = [
@@ -25,19 +26,6 @@ COUNTERS = [
     "peak_paged_bytes",
     "peak_nonpaged_bytes",
 ]
-
-
-def isf(path, truth: dict) -> None:
-    """A Volatility 3 ISF naming the kernel's globals (addresses relative to the kernel base)."""
-    base = truth["kernel_base"]
-    doc = {
-        "metadata": {"format": "6.2.0"},
-        "base_types": {},
-        "user_types": {},
-        "enums": {},
-        "symbols": {n: {"address": va - base} for n, va in truth["symbols"].items()},
-    }
-    path.write_text(json.dumps(doc))
 
 
 @pytest.fixture(scope="module", params=SCENARIOS)

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 import poolscope
+from isf_util import isf
 from poolscope.forge import load_profile
 
 COUNTERS = (
@@ -31,19 +32,6 @@ POOL_COUNTERS = (
     "paged_frees",
     "paged_bytes",
 )
-
-
-def isf(path, truth: dict) -> None:
-    """A Volatility 3 ISF naming the kernel's globals (as tests/test_verifier.py writes it)."""
-    base = truth["kernel_base"]
-    doc = {
-        "metadata": {"format": "6.2.0"},
-        "base_types": {},
-        "user_types": {},
-        "enums": {},
-        "symbols": {n: {"address": va - base} for n, va in truth["symbols"].items()},
-    }
-    path.write_text(json.dumps(doc))
 
 
 def num(v) -> int:

@@ -50,6 +50,23 @@ pub struct Counters {
     pub peak_nonpaged_bytes: u64,
 }
 
+impl Counters {
+    /// The eight counters, by the field names that the Win7+ verified-data record and the
+    /// Vista MI_VERIFIER_DRIVER_ENTRY share.
+    pub fn read(f: &impl Fn(&str) -> Result<u64>) -> Result<Self> {
+        Ok(Self {
+            current_paged_allocs: f("CurrentPagedPoolAllocations")?,
+            current_nonpaged_allocs: f("CurrentNonPagedPoolAllocations")?,
+            peak_paged_allocs: f("PeakPagedPoolAllocations")?,
+            peak_nonpaged_allocs: f("PeakNonPagedPoolAllocations")?,
+            paged_bytes: f("PagedBytes")?,
+            nonpaged_bytes: f("NonPagedBytes")?,
+            peak_paged_bytes: f("PeakPagedBytes")?,
+            peak_nonpaged_bytes: f("PeakNonPagedBytes")?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Driver {
     /// BaseName, e.g. "myfault.sys".
@@ -363,16 +380,7 @@ pub fn read_verified(m: &mut impl Memory, l: &VerifierLayout, va: u64) -> Result
     Ok(Verified {
         va,
         suspect: f("SuspectDriverEntry")?,
-        counters: Counters {
-            current_paged_allocs: f("CurrentPagedPoolAllocations")?,
-            current_nonpaged_allocs: f("CurrentNonPagedPoolAllocations")?,
-            peak_paged_allocs: f("PeakPagedPoolAllocations")?,
-            peak_nonpaged_allocs: f("PeakNonPagedPoolAllocations")?,
-            paged_bytes: f("PagedBytes")?,
-            nonpaged_bytes: f("NonPagedBytes")?,
-            peak_paged_bytes: f("PeakPagedBytes")?,
-            peak_nonpaged_bytes: f("PeakNonPagedBytes")?,
-        },
+        counters: Counters::read(&f)?,
         first_page: slist_first(f("PoolPageHeaders.Next")?),
         page_depth: f("PoolPageHeaders.Depth")? as u16,
     })

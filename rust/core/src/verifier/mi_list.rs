@@ -49,16 +49,7 @@ pub fn read_entry(m: &mut impl Memory, e: &Entry, signature: u64, va: u64) -> Re
         start: f("StartAddress")?,
         end: f("EndAddress")?,
         flags: f("Flags")?,
-        counters: Counters {
-            current_paged_allocs: f("CurrentPagedPoolAllocations")?,
-            current_nonpaged_allocs: f("CurrentNonPagedPoolAllocations")?,
-            peak_paged_allocs: f("PeakPagedPoolAllocations")?,
-            peak_nonpaged_allocs: f("PeakNonPagedPoolAllocations")?,
-            paged_bytes: f("PagedBytes")?,
-            nonpaged_bytes: f("NonPagedBytes")?,
-            peak_paged_bytes: f("PeakPagedBytes")?,
-            peak_nonpaged_bytes: f("PeakNonPagedBytes")?,
-        },
+        counters: Counters::read(&f)?,
         first_page: slist_first(f("PoolPageHeaders.Next")?),
         page_depth: f("PoolPageHeaders.Depth")? as u16,
     })

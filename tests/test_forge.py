@@ -71,7 +71,8 @@ def test_load_profile_selects_family_by_build():
     assert load_profile(7601)["name"] == "win7sp1-x64"
     assert load_profile(19045)["name"] == "win10-19041-x64"
     assert load_profile(9600)["name"] == "win7sp1-x64"  # nearest older family
-    assert load_profile(26100)["name"] == "win10-19041-x64"
+    assert load_profile(26100)["name"] == "win11-26100-x64"
+    assert load_profile(30000)["name"] == "win11-26100-x64"  # nearest older family
     assert load_profile("0x4A65")["name"] == "win10-19041-x64"
     assert load_profile(6002)["name"] == "vista-x64"
     with pytest.raises(LookupError):
@@ -939,11 +940,50 @@ def test_win10_tables_use_the_profile_layouts(forged):
     assert table == p["tracker"]["va"]
     entries = view.q(truth.symbols["PoolTrackTableSize"])
     assert entries == p["tracker"]["entries"]
-    raw = view.read(table, entries * 0x38)
-    got = [lay.entry("tracker", raw, s * 0x38) for s in p["tracker"]["slots"]]
-    for r, g in zip(p["tracker"]["rows"], got, strict=True):
-        assert _tag(g["Key"]) == r["tag"]
-        assert g["NonPagedBytes"] == r["nonpaged_bytes"] and g["PagedAllocs"] == r["paged_allocs"]
+    # per-CPU tables: ExPoolTagTables[0] is PoolTrackTable, the other CPUs have their own
+    assert lay.p["per_cpu_tag_tables"] is True
+    tt = p["tracker"]["tag_tables"]
+    assert tt["va"] == truth.symbols["ExPoolTagTables"]
+    cpus = truth.header["NumberProcessors"]
+    assert [view.q(tt["va"] + 8 * i) for i in range(cpus + 1)] == [*tt["slots"], 0]
+    assert tt["slots"][0] == table and len(set(tt["slots"])) == cpus
+    exp = view.q(truth.symbols["PoolTrackTableExpansion"])
+    n_exp = view.q(truth.symbols["PoolTrackTableExpansionSize"])
+    tables = p["tracker"]["tables"]
+    assert [(x["kind"], x["va"]) for x in tables] == [
+        ("global", table), *(("per_cpu", v) for v in tt["slots"][1:]), ("expansion", exp)
+    ]  # fmt: skip
+    assert n_exp == 0x1000 // 0x38 == tables[-1]["entries"]
+    big_rows = {b["va"]: b for b in p["bigpool"]["rows"]}
+    fields = {f"{pool}_{c.lower()}": f"{cap}{c}" for pool, cap in (("nonpaged", "NonPaged"),
+              ("paged", "Paged")) for c in ("Allocs", "Frees", "Bytes")}  # fmt: skip
+    sums: dict[str, list[int]] = {}
+    global_keys = {}
+    wrapped = 0
+    for x in tables:
+        raw = view.read(x["va"], x["entries"] * 0x38)
+        got = [lay.entry("tracker", raw, i * 0x38) for i in range(x["entries"])]
+        keyed = {i: g for i, g in enumerate(got) if g["Key"]}
+        assert sorted(keyed) == [r["slot"] for r in x["rows"]]
+        for r in x["rows"]:
+            g = keyed[r["slot"]]
+            assert _tag(g["Key"]) == r["tag"]
+            for c, f in fields.items():
+                assert g[f] == r[c] % (1 << 64), (x["kind"], r["tag"], c)
+                wrapped += r[c] < 0
+            acc = sums.setdefault(r["tag"], [0] * 6)
+            for i, c in enumerate(fields):
+                acc[i] += r[c]
+            if x["kind"] == "global":
+                global_keys[r["slot"]] = r["tag"]
+            elif x["kind"] == "per_cpu":  # a CPU's keys are PoolTrackTable's, in the same slot
+                assert global_keys[r["slot"]] == r["tag"]
+            else:
+                assert r["tag"] not in global_keys.values()
+        assert big_rows[x["va"]]["tag"] == "Pool" or x["va"] == table
+    assert wrapped >= 1
+    assert sums == {r["tag"]: [r[c] for c in fields] for r in p["tracker"]["rows"]}
+    assert p["tracker"]["slots"][-2:] == [None, None]  # the expansion table's tags
     big = view.q(truth.symbols["PoolBigPageTable"])
     n = view.q(truth.symbols["PoolBigPageTableSize"])
     raw = view.read(big, n * 0x18)

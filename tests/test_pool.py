@@ -10,6 +10,8 @@ from collections import defaultdict
 import pytest
 
 import poolscope
+from isf_util import isf
+from poolscope.forge import load_profile
 
 COUNTERS = (
     "nonpaged_allocs",
@@ -42,25 +44,192 @@ def leak(forged):
     return path, truth.to_dict()
 
 
-@pytest.mark.parametrize("scenario", ["win7sp1", "win7sp1-leak"])
-def test_poolused_equals_tracker_truth(forged, scenario):
+PER_CPU = ["win10-19045", "win11-26100"]
+"""Builds whose tagging database is PoolTrackTable + ExPoolTagTables + the expansion table."""
+TRACKER_CASES = [
+    ("win7sp1", None),
+    ("win7sp1-leak", None),
+    ("win7sp1", "isf"),
+    *[(sc, symbols) for sc in PER_CPU for symbols in (None, "isf")],
+]
+"""(scenario, symbols): without symbols the per-CPU builds' globals come from the search of
+nt data; with an ISF (written by the test from the forge's symbols) from the symbol table."""
+
+
+def open_dump(path, t, symbols, tmp_path):
+    """The dump, with an ISF of the forged kernel when ``symbols`` is "isf"."""
+    if symbols is None:
+        return poolscope.open(path)
+    f = tmp_path / "kernel.json"
+    isf(f, t)
+    return poolscope.open(path, symbols=f)
+
+
+def summed(rows):
+    """Counters summed per tag modulo 2^64 (as the reader sums tables), rows with no bytes
+    dropped: what !poolused shows."""
+    acc = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
+    for r in rows:
+        for c in COUNTERS:
+            acc[r["tag"]][c] = (acc[r["tag"]][c] + r[c]) % (1 << 64)
+    return {t: v for t, v in acc.items() if v["nonpaged_bytes"] or v["paged_bytes"]}
+
+
+def got_rows(rows):
+    return {r["tag"]: {c: r[c] for c in COUNTERS} for r in rows}
+
+
+@pytest.mark.parametrize("scenario,symbols", TRACKER_CASES)
+def test_poolused_equals_tracker_truth(forged, scenario, symbols, tmp_path):
     path, truth = forged(scenario)
     t = truth.to_dict()
     want = expected_poolused(t)
-    with poolscope.open(path) as dump:
+    with open_dump(path, t, symbols, tmp_path) as dump:
         rows = dump.poolused()
-    got = {r["tag"]: {c: r[c] for c in COUNTERS} for r in rows}
-    assert got == want
+        by_paged = dump.poolused(sort="paged", top=3)
+    assert got_rows(rows) == want
     for r in rows:
         assert r["nonpaged_in_use"] == r["nonpaged_allocs"] - r["nonpaged_frees"]
     keys = [(r["nonpaged_bytes"], r["paged_bytes"]) for r in rows]
     assert keys == sorted(keys, reverse=True)
-    with poolscope.open(path) as dump:
-        by_paged = dump.poolused(sort="paged", top=3)
     assert len(by_paged) == 3
     assert [r["paged_bytes"] for r in by_paged] == sorted(
         (v["paged_bytes"] for v in want.values()), reverse=True
     )[:3]
+
+
+@pytest.mark.parametrize("scenario,symbols", TRACKER_CASES)
+def test_tagging_database_sources_name_every_table(forged, scenario, symbols, tmp_path):
+    path, truth = forged(scenario)
+    t = truth.to_dict()
+    tr = t["pool"]["tracker"]
+    with open_dump(path, t, symbols, tmp_path) as dump:
+        doc = dump.analyze()
+    assert "poolused" not in doc["unavailable"] and "bigpool" not in doc["unavailable"]
+    src = doc["sources"]
+    assert src["PoolTrackTable"] == ("symbols kernel.json" if symbols else "KDBG")
+    if scenario not in PER_CPU:
+        assert tr["tag_tables"] is None and [x["kind"] for x in tr["tables"]] == ["global"]
+        assert "tag_tables" not in src and "ExPoolTagTables" not in src
+        return
+    names = ("PoolTrackTableSize", "ExPoolTagTables", "PoolTrackTableExpansion",
+             "PoolTrackTableExpansionSize", "PoolBigPageTable", "PoolBigPageTableSize")  # fmt: skip
+    for name in names:
+        if symbols:
+            assert src[name] == "symbols kernel.json", name
+        else:
+            assert src[name].startswith("heuristic: nt data within 0x10000 bytes"), name
+    # every table summed, each once: PoolTrackTable is ExPoolTagTables[0]
+    kinds = [x["kind"] for x in tr["tables"]]
+    assert kinds == ["global"] + ["per_cpu"] * (t["header"]["NumberProcessors"] - 1) + ["expansion"]
+    assert tr["tag_tables"]["slots"][0] == tr["va"]
+    desc = src["tag_tables"]
+    assert desc.startswith(f"sum modulo 2^64 of {len(kinds)} distinct tables")
+    assert f"PoolTrackTable 0x{tr['va']:x} (= ExPoolTagTables[0], counted once)" in desc
+    for x in tr["tables"]:
+        assert f"0x{x['va']:x}" in desc
+    # the truth's summed rows are the per-table rows summed
+    per_table = [r for x in tr["tables"] for r in x["rows"]]
+    assert summed(per_table) == expected_poolused(t)
+
+
+@pytest.mark.parametrize(
+    "scenario,seed,processors",
+    [("win10-19045", 11, 1), ("win11-26100", 23, 8), ("win11-26100", 37, 3)],
+)
+def test_symbol_free_search_across_layouts(forged, scenario, seed, processors):
+    """The forge places the pool variables in a seeded order with seeded gaps: the search
+    finds them wherever they are, for any processor count."""
+    path, truth = forged(scenario, seed=seed, processors=processors)
+    t = truth.to_dict()
+    with poolscope.open(path) as dump:
+        assert got_rows(dump.poolused()) == expected_poolused(t)
+        assert len(dump.big_pool()) == len(t["pool"]["bigpool"]["rows"])
+        src = dump.analyze()["sources"]
+    want = f"{processors + 1} distinct table{'s' if processors else ''}"
+    assert src["tag_tables"].startswith(f"sum modulo 2^64 of {want}")
+    assert src["ExPoolTagTables"].startswith("heuristic: ")
+
+
+@pytest.mark.parametrize("scenario", PER_CPU)
+def test_wrapped_per_cpu_bytes_sum_right(forged, scenario):
+    """A free on another CPU than the allocation drives that CPU's Bytes below zero: the
+    table stores it modulo 2^64, and the sum over the tables is the tag's true figure."""
+    path, truth = forged(scenario)
+    t = truth.to_dict()
+    tr = t["pool"]["tracker"]
+    negative = [
+        (x, r) for x in tr["tables"] for r in x["rows"] if r["nonpaged_bytes"] < 0
+    ]  # fmt: skip
+    assert negative
+    x, r = negative[0]
+    entry = load_profile(t["build"])["pool"]["tracker"]
+    at = x["va"] + r["slot"] * int(entry["size"], 16) + int(entry["NonPagedBytes"]["offset"], 16)
+    with poolscope.open(path) as dump:
+        raw = dump.read_virtual(at, 8)
+        assert int.from_bytes(raw, "little") == r["nonpaged_bytes"] + (1 << 64)
+        rows = got_rows(dump.poolused())
+    total = sum(
+        q["nonpaged_bytes"] for y in tr["tables"] for q in y["rows"] if q["tag"] == r["tag"]
+    )
+    assert 0 <= total == rows[r["tag"]]["nonpaged_bytes"] < 1 << 63
+    assert rows == expected_poolused(t)
+
+
+def _patch(path, dump, va: int, data: bytes, truth) -> None:
+    """Overwrite the bytes at kernel VA ``va`` in the dump file (same page)."""
+    pa = dump.translate(va).pa
+    off = truth.file_offset(pa >> 12) + (pa & 0xFFF)
+    with open(path, "r+b") as f:
+        f.seek(off)
+        f.write(data)
+
+
+@pytest.mark.parametrize("symbols", [None, "isf"])
+def test_a_table_listed_twice_is_counted_once(forged, tmp_path, symbols):
+    src, truth = forged("win10-19045")
+    t = truth.to_dict()
+    tr = t["pool"]["tracker"]
+    slots = tr["tag_tables"]["slots"]
+    assert len(slots) == 4 and len(set(slots)) == 4
+    path = tmp_path / "twice.dmp"
+    path.write_bytes(src.read_bytes())
+    with poolscope.open(path) as dump:  # ExPoolTagTables[2] := ExPoolTagTables[1]
+        _patch(path, dump, tr["tag_tables"]["va"] + 16, slots[1].to_bytes(8, "little"), truth)
+    kept = [x for x in tr["tables"] if x["va"] != slots[2]]
+    want = summed([r for x in kept for r in x["rows"]])
+    with open_dump(path, t, symbols, tmp_path) as dump:
+        got = got_rows(dump.poolused())
+        desc = dump.analyze()["sources"]["tag_tables"]
+    assert got == want != expected_poolused(t)
+    assert desc.startswith("sum modulo 2^64 of 4 distinct tables")
+    assert f"ExPoolTagTables[1,2] 0x{slots[1]:x}" in desc and f"0x{slots[2]:x}" not in desc
+
+
+def test_no_expansion_table_and_missing_per_cpu_tables(forged, tmp_path):
+    """PoolTrackTableExpansion NULL: nothing more is summed. ExPoolTagTables not to be found
+    (no symbols, the array's first slot zeroed): no figures rather than one CPU's share."""
+    src, truth = forged("win10-19045")
+    t = truth.to_dict()
+    tr = t["pool"]["tracker"]
+    path = tmp_path / "noexp.dmp"
+    path.write_bytes(src.read_bytes())
+    with poolscope.open(path) as dump:
+        _patch(path, dump, t["symbols"]["PoolTrackTableExpansion"], bytes(8), truth)
+    kept = [x for x in tr["tables"] if x["kind"] != "expansion"]
+    with open_dump(path, t, "isf", tmp_path) as dump:
+        assert got_rows(dump.poolused()) == summed([r for x in kept for r in x["rows"]])
+    with poolscope.open(path) as dump:
+        assert got_rows(dump.poolused()) == summed([r for x in kept for r in x["rows"]])
+        doc = dump.analyze()
+    assert doc["sources"]["PoolTrackTableExpansion"].startswith("not found")
+    with poolscope.open(path) as dump:
+        _patch(path, dump, tr["tag_tables"]["va"], bytes(8), truth)
+    with poolscope.open(path) as dump:
+        doc = dump.analyze()
+        with pytest.raises(poolscope.PoolscopeError, match="ExPoolTagTables"):
+            dump.poolused()
+    assert "ExPoolTagTables" in doc["unavailable"]["poolused"] and doc["poolused"] == []
 
 
 def test_scan_pool_blocks_and_summaries_equal_truth(win7):
@@ -105,9 +274,11 @@ def test_scan_pool_filters_by_tag_and_finds_no_phantom_tags(win7):
     assert len(res.blocks) == sum(1 for b in t["pool"]["blocks"] if b["tag"] == "Thre")
 
 
-def test_big_pool_equals_truth(win7):
-    path, t = win7
-    with poolscope.open(path) as dump:
+@pytest.mark.parametrize("scenario,symbols", TRACKER_CASES)
+def test_big_pool_equals_truth(forged, scenario, symbols, tmp_path):
+    path, truth = forged(scenario)
+    t = truth.to_dict()
+    with open_dump(path, t, symbols, tmp_path) as dump:
         rows = dump.big_pool()
     want = [dict(r, va=f"0x{r['va']:x}") for r in t["pool"]["bigpool"]["rows"]]
     key = lambda r: (int(r["va"], 16), r["tag"])  # noqa: E731

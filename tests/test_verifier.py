@@ -1,6 +1,7 @@
-"""Driver Verifier data on forge dumps (Windows 7 SP1 and Windows 10 19041 layouts): every figure
-equals the forge's ground truth, read the way `!verifier 3`, `!verifier 80` and `!verifier 100`
-read it."""
+"""Driver Verifier data on forge dumps (Windows 7 SP1, Windows 10 19041, Windows 11 22631 and 26100
+layouts: 13- and 50-frame pool logs, BaseName at 0x18 and 0x28, both AVL tree layouts, three
+MmVerifierData layouts): every figure equals the forge's ground truth, read the way
+`!verifier 3`, `!verifier 80` and `!verifier 100` read it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ import pytest
 import poolscope
 from isf_util import isf
 
-SCENARIOS = ["win7sp1-verifier", "win10-19045-verifier"]
+SCENARIOS = [
+    "win7sp1-verifier",
+    "win10-19045-verifier",
+    "win11-22631-verifier",
+    "win11-26100-verifier",
+]
 COUNTERS = [
     "current_paged_allocs",
     "current_nonpaged_allocs",
@@ -100,6 +106,42 @@ def test_stats_drivers_tracked_and_logs_equal_truth(verified):
         for s in tv["sites"]
     ]
     assert [[int(f, 16) for f in s["stack"]] for s in v.sites] == [s["stack"] for s in tv["sites"]]
+
+
+def test_log_depth_follows_the_layout(verified):
+    """13 stack slots per pool-log record before build 22000, 50 from it: the deep stacks of the
+    Windows 11 demo keep all 29 frames, and every record's depth is its truth stack's length."""
+    path, t, sym = verified
+    with poolscope.open(path, symbols=sym) as dump:
+        v = dump.verifier()
+    win11 = t["build"] >= 22000
+    assert v.log.frames == v.log.info["frames"] == (50 if win11 else 13)
+    assert v.irp_log.frames == 13
+    want = [len(e["stack"]) for e in t["verifier"]["log"]["entries"]]
+    assert list(v.log.depth) == want
+    assert max(want) == (29 if win11 else max(want)) and (max(want) > 13) == win11
+    if win11:
+        assert v.stats["AllocationFreed"] == t["verifier"]["stats"]["AllocationFreed"] > 0
+
+
+def test_log_without_symbols_is_found_by_the_profiles_tag(verified):
+    """No symbol table: the pool log is the big-pool allocation of the profile's tag (VfPT up to
+    19045, ViIn from 22000), read in slot order; as a multiset it equals the truth's records."""
+    path, t, _sym = verified
+    with poolscope.open(path) as dump:
+        v = dump.verifier()
+    tag = "ViIn" if t["build"] >= 22000 else "VfPT"
+    assert v.sources["VfPoolTraces"].startswith(f"heuristic: big-pool entry tagged {tag} ")
+    assert not v.log.info["ordered"]
+
+    def rows(entries):
+        return sorted((e[0], e[1], e[2], tuple(e[3])) for e in entries)
+
+    got = [
+        (v.log.va[i], v.log.bytes[i], v.log.thread[i], v.log.stack(i)) for i in range(len(v.log))
+    ]
+    want = [(e["va"], e["bytes"], e["thread"], e["stack"]) for e in t["verifier"]["log"]["entries"]]
+    assert rows(got) == rows(want)
 
 
 def test_columns_rows_and_document_agree(verified):

@@ -67,6 +67,15 @@ class Kdbg:
     notes: list[str]
     kern_base: int | None
     nt_build_lab: str | None
+    located_by: str
+    """"header_pointer", "kd_copy_data_block", "image_owner_tag_scan" or
+    "physical_owner_tag_scan"."""
+    header_pointer: int
+    header_pointer_problem: str | None
+    nt_image: tuple[int, int, str] | None
+    """(base, size, how it was found)."""
+    kd_copy_data_block: int | None
+    description: str
 
 class Module:
     name: str

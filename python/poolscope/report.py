@@ -12,6 +12,8 @@ from typing import Any
 from poolscope._native import Dump
 
 MACHINES = {0x8664: "x64", 0x14C: "x86", 0xAA64: "arm64"}
+KDBG_KEYS = ("KdpDataBlockEncoded", "KiWaitNever", "KiWaitAlways")
+"""Names of ``Kdbg.keys``: the VA of the flag, and the values of the two variables."""
 
 
 def hex_(value: int | None) -> str | None:
@@ -30,7 +32,9 @@ def info(dump: Dump) -> dict[str, Any]:
     Keys (stable): path, dump_type, build, machine, processors, bugcheck {code, name, params,
     meanings}, system_time (ISO 8601 UTC), uptime_s, file_size, physical_pages, kernel_base,
     modules (count); and, added: major_version, nt_build_lab, profile, kdbg {va, source, size,
-    encoded}, directory_table_base, comment, decompressed, notes.
+    encoded, located_by, header_pointer, header_pointer_problem, nt_image {base, size,
+    found_by}, kd_copy_data_block, keys {KdpDataBlockEncoded, KiWaitNever, KiWaitAlways}},
+    directory_table_base, comment, decompressed, notes.
     """
     h = dump.header
     kdbg = dump.kdbg
@@ -62,6 +66,20 @@ def info(dump: Dump) -> dict[str, Any]:
             "source": kdbg.source,
             "size": kdbg.size,
             "encoded": kdbg.encoded,
+            "located_by": kdbg.located_by,
+            "header_pointer": hex_(kdbg.header_pointer),
+            "header_pointer_problem": kdbg.header_pointer_problem,
+            "nt_image": None
+            if kdbg.nt_image is None
+            else {
+                "base": hex_(kdbg.nt_image[0]),
+                "size": kdbg.nt_image[1],
+                "found_by": kdbg.nt_image[2],
+            },
+            "kd_copy_data_block": hex_(kdbg.kd_copy_data_block),
+            "keys": None
+            if kdbg.keys is None
+            else {k: hex_(v) for k, v in zip(KDBG_KEYS, kdbg.keys, strict=True)},
         },
         "directory_table_base": hex_(h.directory_table_base),
         "comment": h.comment,

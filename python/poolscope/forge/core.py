@@ -185,7 +185,7 @@ def _header_fields(sc: Scenario, k: KernelImage, file_size: int) -> dict[str, An
         "NumberProcessors": sc.processors,
         "BugCheckCode": sc.bugcheck.code,
         "BugCheckCodeParameters": list(k.bugcheck_params),
-        "KdDebuggerDataBlock": 0 if sc.kdbg == "no_pointer" else k.kdbg_va,
+        "KdDebuggerDataBlock": k.kdbg["header_pointer"],
         "Runs": [list(r) for r in sc.runs],
         "NumberOfPages": sum(c for _, c in sc.runs),
         "ContextRecord": dict(k.context),

@@ -22,6 +22,7 @@ from .pe import SCN_CODE, SCN_DATA, SCN_RDATA, Section, pe_header
 from .physmem import PhysicalMemory
 from .pool import PoolBuilder, PoolLayout
 from .scenario import ModuleSpec, Scenario, TagSiteSpec, tag_bytes
+from .segheap import SegmentHeapPoolBuilder
 from .verifier import VerifierBuilder
 
 _Q = struct.Struct("<Q")
@@ -209,7 +210,9 @@ class KernelBuilder:
         self._map_fixed()
         self._nt_image()
         assert sc.pool is not None
-        self.pool = PoolBuilder(self, sc.pool, PoolLayout.from_profile(self.profile))
+        lay = PoolLayout.from_profile(self.profile)
+        builder = SegmentHeapPoolBuilder if lay.name == "segment_heap" else PoolBuilder
+        self.pool = builder(self, sc.pool, lay)
         self._drivers()
         self._stack()
         self._special_mappings()
@@ -723,10 +726,14 @@ class KernelBuilder:
             self.symbols["MmPfnDatabase"] = self.nt_var(8, 8, "MmPfnDatabase")
             self.q(self.symbols["MmPfnDatabase"], self.c.pfn_database)
 
+        pointer = sc.kdbg_pointer and sc.kdbg != "no_pointer"
         truth: dict[str, Any] = {
             "va": kdbg_va,
             "mode": sc.kdbg,
             "encoded": sc.kdbg == "encoded",
+            # what the header's KdDebuggerDataBlock holds: the block's VA, or 0
+            "pointer": pointer,
+            "header_pointer": kdbg_va if pointer else 0,
             "size": size,
             "list_head": dl_head,
             "header": {"Flink": dl_head, "Blink": dl_head, "OwnerTag": "KDBG", "Size": size},

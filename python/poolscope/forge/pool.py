@@ -655,6 +655,10 @@ class PoolBuilder:
         return out
 
     def _tracker_rows(self) -> dict[int, dict[str, int]]:
+        """The summed tracker figures per tag (what !poolused shows). On per-CPU builds the
+        per-processor and expansion tables are big allocations tagged "Pool" themselves, so
+        they are made first."""
+        self._alloc_tag_tables()
         rows: dict[int, dict[str, int]] = {}
         pre = {"nonpaged": "nonpaged", "paged": "paged"}
 
@@ -689,29 +693,156 @@ class PoolBuilder:
                 r[f"{pool}_frees"] += n
         return rows
 
+    # ------------------------------------------------------- tag tables (Win8+)
+    def _per_cpu(self) -> bool:
+        """Whether the profile says the build keeps per-processor tag tables."""
+        return bool(self.kb.profile["pool"].get("per_cpu_tag_tables"))
+
+    def _alloc_tag_tables(self) -> None:
+        """ExPoolTagTables[0] is PoolTrackTable itself; every other processor gets its own
+        table, and a one-page PoolTrackTableExpansion holds the tags the hashed tables did
+        not take (all big allocations tagged "Pool", as the kernel's are)."""
+        if hasattr(self, "cpu_tables"):
+            return
+        self.cpu_tables: list[int] = [self.tracker_va]
+        self.expansion_va = 0
+        self.expansion_entries = 0
+        if not self._per_cpu():
+            return
+        size = self.lay.tracker.size * self.spec.tracker_entries
+        for _ in range(1, self.kb.sc.processors):
+            self.cpu_tables.append(self.alloc_big(size, "Pool", internal=True))
+        self.expansion_va = self.alloc_big(PAGE_SIZE, "Pool", internal=True)
+        # the kernel sizes it as bytes / sizeof(POOL_TRACKER_TABLE) (decompiled
+        # ExpInsertPoolTrackerExpansion); its entry layout is taken as the tracker's (unsure)
+        self.expansion_entries = PAGE_SIZE // self.lay.tracker.size
+
+    def _expansion_tags(self) -> list[int]:
+        """Two background tags whose figures live in the expansion table (synthetic: the
+        kernel sends a tag there when probing finds no free slot; the forge's hashed table is
+        not full, so the choice is the forge's)."""
+        if not self._per_cpu():
+            return []
+        rng = random.Random(self.kb.sc.seed ^ 0x45585041)  # "EXPA"
+        eligible = sorted(
+            t for t, r in self.rows.items()
+            if tag_str(t) not in INTERNAL_FREES and plausible_tag(t)
+            and (r["nonpaged_bytes"] or r["paged_bytes"])
+        )  # fmt: skip
+        return rng.sample(eligible, min(2, len(eligible)))
+
+    def _cpu_shares(self, tags: list[int]) -> dict[int, list[dict[str, int]]]:
+        """Each tag's summed figures split over the processors as the kernel counts them:
+        an allocation in the table of the CPU that made it, a free in the table of the CPU
+        that freed it, so a CPU that freed more than it allocated holds negative Bytes (and
+        Frees above Allocs). Live blocks stay with the CPU that allocated them; freed ones
+        are taken as the tag's average block size. The tag with the most nonpaged frees is
+        freed only on the last CPU, so at least one CPU's Bytes wraps below zero."""
+        n = len(self.cpu_tables)
+        rng = random.Random(self.kb.sc.seed ^ 0x43505553)  # "CPUS"
+
+        def split(total: int) -> list[int]:
+            cuts = sorted(rng.randrange(total + 1) for _ in range(n - 1))
+            return [b - a for a, b in zip([0, *cuts], [*cuts, total], strict=True)]
+
+        forced = max(
+            tags, key=lambda t: (self.rows[t]["nonpaged_frees"], -t), default=None
+        )  # fmt: skip
+        out: dict[int, list[dict[str, int]]] = {}
+        for tag in tags:
+            r = self.rows[tag]
+            shares: list[dict[str, int]] = [{} for _ in range(n)]
+            for pool in GLOBAL_POOLS:
+                allocs, frees, nbytes = (r[f"{pool}_{k}"] for k in ("allocs", "frees", "bytes"))
+                live = allocs - frees
+                units = nbytes // 16
+                unit = max(16, units // live * 16) if live else 0x100
+                if n > 1 and tag == forced and pool == "nonpaged" and frees:
+                    lives = split(live)[: n - 1] + [0]
+                    lives[0] += live - sum(lives)
+                    fa = split(frees)[: n - 1] + [0]
+                    fa[0] += frees - sum(fa)
+                    ff = [0] * (n - 1) + [frees]
+                else:
+                    lives, fa, ff = split(live), split(frees), split(frees)
+                # the live bytes in 16-byte units, in proportion to the live blocks
+                lb = [units * x // live if live else 0 for x in lives]
+                holder = next((i for i, x in enumerate(lives) if x), 0)
+                lb[holder] += units - sum(lb)
+                for i in range(n):
+                    shares[i][f"{pool}_allocs"] = lives[i] + fa[i]
+                    shares[i][f"{pool}_frees"] = ff[i]
+                    shares[i][f"{pool}_bytes"] = lb[i] * 16 + (fa[i] - ff[i]) * unit
+            out[tag] = shares
+        return out
+
     def _write_tracker(self) -> dict[int, int]:
+        """PoolTrackTable (and on per-CPU builds the other processors' tables and the
+        expansion table); returns the PoolTrackTable slot of each hashed tag. Per-table
+        figures are kept for the ground truth (counters as signed integers: a negative one is
+        stored modulo 2^64)."""
         n = self.spec.tracker_entries
         mask = n - 2
         e = self.lay.tracker
-        if len(self.rows) > n - 1:
-            raise ValueError(f"pool: {len(self.rows)} tags do not fit a {n:#x}-entry tracker")
-        table = bytearray(n * e.size)
+        expansion = self._expansion_tags()
+        hashed = [t for t in self.rows if t not in expansion]
+        if len(hashed) > n - 1:
+            raise ValueError(f"pool: {len(hashed)} tags do not fit a {n:#x}-entry tracker")
+        if len(expansion) > self.expansion_entries:  # pragma: no cover - two tags, 73 entries
+            raise ValueError("pool: the expansion table is too small")
         slots: dict[int, int] = {}
         used: set[int] = set()
-        for tag in self.rows:  # big allocations (the tables' own "Pool" first), then blocks
+        for tag in hashed:  # big allocations (the tables' own "Pool" first), then blocks
             h = tracker_hash(tag, mask)
             while h in used:
                 h = (h + 1) & mask
             used.add(h)
             slots[tag] = h
-            at = h * e.size
-            r = self.rows[tag]
+        if self._per_cpu():
+            shares = self._cpu_shares(hashed)
+        else:
+            shares = {t: [self.rows[t]] for t in hashed}
+        caps = (("nonpaged", "NonPaged"), ("paged", "Paged"))
+
+        def put(table: bytearray, at: int, tag: int, r: dict[str, int]) -> dict[str, Any]:
             e["Key"].put(table, at, tag)
-            for pool, cap in (("nonpaged", "NonPaged"), ("paged", "Paged")):
-                e[f"{cap}Allocs"].put(table, at, r[f"{pool}_allocs"])
-                e[f"{cap}Frees"].put(table, at, r[f"{pool}_frees"])
-                e[f"{cap}Bytes"].put(table, at, r[f"{pool}_bytes"])
-        self.kb.vwrite(self.tracker_va, bytes(table))
+            for pool, cap in caps:
+                for k, f in (("allocs", "Allocs"), ("frees", "Frees"), ("bytes", "Bytes")):
+                    fld = e[f"{cap}{f}"]
+                    fld.put(table, at, r[f"{pool}_{k}"] & ((1 << (fld.bits or fld.width * 8)) - 1))
+            return {"tag": tag_str(tag), "slot": at // e.size,
+                    **{f"{p}_{k}": r[f"{p}_{k}"] for p in GLOBAL_POOLS
+                       for k in ("allocs", "frees", "bytes")}}  # fmt: skip
+
+        tables: list[dict[str, Any]] = []
+        for cpu, va in enumerate(self.cpu_tables):
+            table = bytearray(n * e.size)
+            rows = []
+            for tag in sorted(hashed, key=slots.__getitem__):
+                r = shares[tag][cpu]
+                if cpu and not any(r.values()):
+                    continue  # a CPU that never counted the tag has no key for it
+                rows.append(put(table, slots[tag] * e.size, tag, r))
+            self.kb.vwrite(va, bytes(table))
+            tables.append({"kind": "per_cpu" if cpu else "global", "va": va, "entries": n,
+                           "cpus": [cpu] if self._per_cpu() else [], "rows": rows})  # fmt: skip
+        if self.expansion_va:
+            table = bytearray(self.expansion_entries * e.size)
+            rows = [put(table, i * e.size, t, self.rows[t]) for i, t in enumerate(expansion)]
+            self.kb.vwrite(self.expansion_va, bytes(table))
+            tables.append({"kind": "expansion", "va": self.expansion_va, "cpus": [],
+                           "entries": self.expansion_entries, "rows": rows})  # fmt: skip
+        self.tag_tables = tables
+        self.expansion_tags = expansion
+        if self._per_cpu():
+            self.kb.notes.append(
+                "pool: ExPoolTagTables[0] is PoolTrackTable, the other processors' tables are "
+                "big allocations tagged 'Pool'; each tag's counts are split over the processors "
+                "(synthetic), a free on another processor drives its Bytes below zero (stored "
+                "modulo 2^64); two tags live in PoolTrackTableExpansion (synthetic choice; entry "
+                "layout taken as the tracker's, unsure); the order of the pool variables in nt "
+                ".data is seeded (synthetic)"
+            )
         return slots
 
     def _write_big_table(self) -> list[tuple[int, BigAlloc]]:
@@ -744,7 +875,10 @@ class PoolBuilder:
 
     def _write_globals(self) -> dict[str, int]:
         """nt!PoolTrackTable and the variables found relative to it (profile ``globals``);
-        variables the profile does not place get their own (symbol-only) addresses."""
+        variables the profile does not place get their own (symbol-only) addresses. Per-CPU
+        builds get the cluster of pool variables of ``_write_pool_data``."""
+        if self._per_cpu():
+            return self._write_pool_data()
         kb = self.kb
         values = {
             "PoolTrackTable": (self.tracker_va, 8),
@@ -770,6 +904,51 @@ class PoolBuilder:
             v, w = values[k]
             kb.vwrite(va, v.to_bytes(w, "little"))
             kb.symbols[k] = va
+        return out
+
+    def _write_pool_data(self) -> dict[str, int]:
+        """The pool variables of a per-CPU build, in one stretch of nt .data in a seeded
+        order with seeded gaps (so no distance between them is fixed): PoolTrackTable,
+        PoolTrackTableSize, ExPoolTagTables (0x800 slots: PoolTrackTable, then the other
+        processors' tables, then nulls), PoolTrackTableExpansion beside its size,
+        PoolBigPageTable beside its size, and look-alikes the kernel keeps near them
+        (PoolTrackTableMask = Size - 2, PoolBigPageTableHash = Size - 1, flags, a lock).
+        Which variables the kernel keeps together, and in which order, is not from a source."""
+        kb = self.kb
+        rng = random.Random(kb.sc.seed ^ 0x474C4F42)  # "GLOB"
+        n, big = self.spec.tracker_entries, self.spec.big_table_entries
+        slots = [*self.cpu_tables, *[0] * (0x800 - len(self.cpu_tables))]
+
+        def pair(a: tuple[str, int], b: tuple[str, int]) -> list[tuple[str, int]]:
+            return [a, b] if rng.random() < 0.5 else [b, a]
+
+        items: list[list[tuple[str, int | list[int]]]] = [
+            [("PoolTrackTable", self.tracker_va)],
+            [("PoolTrackTableSize", n)],
+            [("PoolTrackTableMask", n - 2)],
+            pair(("PoolBigPageTable", self.big_table_va), ("PoolBigPageTableSize", big)),
+            [("PoolBigPageTableHash", big - 1)],
+            pair(("PoolTrackTableExpansion", self.expansion_va),
+                 ("PoolTrackTableExpansionSize", self.expansion_entries)),
+            [("ExPoolTagTables", slots)],
+            [("ExpPoolFlags", 0x21)],
+            [("ExpTaggedPoolLock", 0)],
+        ]  # fmt: skip
+        rng.shuffle(items)
+        placed: list[tuple[str, int, bytes]] = []
+        off = 0
+        for item in items:
+            off += 8 * rng.randrange(0, 40)
+            for name, value in item:
+                words = value if isinstance(value, list) else [value]
+                raw = b"".join(_Q.pack(v) for v in words)
+                placed.append((name, off, raw))
+                off += len(raw)
+        base = kb.nt_var(off + 8 * rng.randrange(1, 40), 16)
+        out: dict[str, int] = {}
+        for name, o, raw in placed:
+            kb.vwrite(base + o, raw)
+            kb.symbols[name] = out[name] = base + o
         return out
 
     # ----------------------------------------------------------------- truth
@@ -806,16 +985,9 @@ class PoolBuilder:
              "free_bytes": c[3]}
             for (t, p), c in sorted(scan.items(), key=lambda kv: (-kv[1][1], kv[0]))
         ]  # fmt: skip
-        by_slot = sorted(self.tracker_slots.items(), key=lambda kv: kv[1])
-        rows = [{"tag": tag_str(t), **self._row_fields(t)} for t, _ in by_slot]
         return {
             "layout": lay.name,
-            "tracker": {
-                "va": self.tracker_va,
-                "entries": self.spec.tracker_entries,
-                "rows": rows,
-                "slots": [s for _, s in by_slot],
-            },
+            "tracker": self._tracker_truth(),
             "blocks": blocks,
             "scan": {
                 "pool_pages": len(self.pages),
@@ -842,6 +1014,29 @@ class PoolBuilder:
             "protected_tags": sorted(self.protected),
             "pages": self.page_counts(),
         }
+
+    def _tracker_truth(self) -> dict[str, Any]:
+        """``rows``: one per tag, the figures summed over every table (what !poolused shows),
+        PoolTrackTable's tags in slot order then the expansion table's; ``slots``: each row's
+        PoolTrackTable slot (None for an expansion row). ``tables``: what each table holds
+        (``kind`` global / per_cpu / expansion, ``va``, ``entries``, ``cpus`` = the
+        ExPoolTagTables slots naming it, ``rows`` with ``slot`` and signed counters: a
+        negative one is stored modulo 2^64). ``tag_tables``: the ExPoolTagTables array
+        (``va``, ``slots`` = its first NumberProcessors pointers) on per-CPU builds, else
+        None."""
+        by_slot = sorted(self.tracker_slots.items(), key=lambda kv: kv[1])
+        order: list[tuple[int, int | None]] = [*by_slot, *((t, None) for t in self.expansion_tags)]
+        return {
+            "va": self.tracker_va,
+            "entries": self.spec.tracker_entries,
+            "rows": [{"tag": tag_str(t), **self._row_fields(t)} for t, _ in order],
+            "slots": [s for _, s in order],
+            "tables": self.tag_tables,
+            "tag_tables": {
+                "va": self.globals["ExPoolTagTables"],
+                "slots": list(self.cpu_tables),
+            } if self._per_cpu() else None,
+        }  # fmt: skip
 
     def _row_fields(self, tag: int) -> dict[str, int]:
         r = self.rows[tag]
@@ -940,6 +1135,10 @@ def pool_truth(
                 p for p in range(first, min(base + count, 1 << 24), 0x100)
                 if p not in mem.pages
             ]  # fmt: skip
+    if lay.name != "legacy":  # no page chains to classify: the builder's figures stand
+        candidates = []
+        out["scan"]["rejected_free_first_pages"] = 0
+        out["scan"]["rejected_free_first"] = []
     for pfn in candidates:
         kind = classify_page(page_of(pfn), lay)
         if kind is not None:
@@ -959,11 +1158,12 @@ def pool_truth(
              "kind": "incidental", "first_tag": tag_str(tag), "first_size": units * lay.unit}
         )  # fmt: skip
     out["scan"]["rejected_pages"] = len(out["scan"]["rejected"])
-    out["scan"]["rejected_free_first_pages"] = len(found["rejected_free_first"])
-    out["scan"]["rejected_free_first"] = [
-        {"pfn": pfn, "pa": pfn * PAGE_SIZE, "va": pb.kb.pool_va(pfn * PAGE_SIZE)}
-        for pfn in sorted(found["rejected_free_first"])
-    ]
+    if lay.name == "legacy":
+        out["scan"]["rejected_free_first_pages"] = len(found["rejected_free_first"])
+        out["scan"]["rejected_free_first"] = [
+            {"pfn": pfn, "pa": pfn * PAGE_SIZE, "va": pb.kb.pool_va(pfn * PAGE_SIZE)}
+            for pfn in sorted(found["rejected_free_first"])
+        ]
 
     def read_page(va: int) -> bytes | None:
         pa, _, leaf, level = kimg.pt.walk(va)

@@ -43,6 +43,16 @@ VISTA_BUILD_LABS = {
 }
 """NtBuildLab of the Vista releases (the Vergilius header names: 6000.16386, 6001.18000,
 6002.18005); the dates are synthetic."""
+WIN10_BUILD_LABS = {
+    17763: "17763.1.amd64fre.rs5_release.180914-1434",
+    19041: "19041.1.amd64fre.vb_release.191206-1406",
+    19045: "19041.1.amd64fre.vb_release.191206-1406",  # 22H2 is an enablement package on 19041
+    22000: "22000.1.amd64fre.co_release.210604-1628",
+    22621: "22621.1.amd64fre.ni_release.220506-1250",
+    22631: "22621.1.amd64fre.ni_release.220506-1250",  # 23H2: enablement package on 22621
+    26100: "26100.1.amd64fre.ge_release.240331-1435",
+}
+"""NtBuildLab of the RTM kernels (the enablement-package releases keep their base's lab)."""
 
 
 @dataclass
@@ -291,6 +301,11 @@ class Scenario:
     the memory layout never places kernel data there, whatever the dump type)."""
     fill: str = "zero"
     kdbg: str = "plain"
+    """How the KDBG is stored: "plain", "encoded" (Windows 8+ KdpDataBlockEncoded form) or
+    "no_pointer" (= "plain" with ``kdbg_pointer`` false, kept for old scenarios)."""
+    kdbg_pointer: bool = True
+    """Write the block's VA into the header's KdDebuggerDataBlock; false writes 0 (a reader
+    must find nt and KdCopyDataBlock's reference to the block). Works with both forms."""
     modules: list[ModuleSpec] | None = None
     """Loaded modules after ntoskrnl.exe (an entry named ntoskrnl.exe overrides nt's
     size and strings). ``None`` = a default driver set including myfault.sys."""
@@ -446,7 +461,7 @@ class Scenario:
                 if sc.build < 7600
                 else "7601.24545.amd64fre.win7sp1_ldr_escrow.200102-1707"
                 if w7
-                else "19041.1.amd64fre.vb_release.191206-1406"
+                else WIN10_BUILD_LABS.get(sc.build, f"{sc.build}.1.amd64fre.unknown_release")
             )
         if sc.attributes is None:
             sc.attributes = 0x10 if sc.dump_type == "live_kernel_bitmap" else 0
@@ -748,7 +763,7 @@ def _convert(key: str, value: Any) -> Any:
         )
     if key == "modules":
         return [_module(m) for m in value]
-    if key == "pat_large_page":
+    if key in ("pat_large_page", "kdbg_pointer"):
         return _bool(value)
     if key == "pool":
         return _pool(value)
@@ -1029,6 +1044,20 @@ BUILTINS: dict[str, dict[str, Any]] = {
         "seed": 19045,
     },
 }
+WIN10_BACKGROUND_POOL: dict[str, Any] = dict(
+    WIN7_BACKGROUND_POOL,
+    tags=[dict(t, protected=False) for t in WIN7_BACKGROUND_POOL["tags"]],
+)
+"""The demo's background pool on Windows 8+: object tags without the protected bit."""
+BUILTINS["win10-19045"]["pool"] = WIN10_BACKGROUND_POOL
+BUILTINS["win11-22631"] = dict(
+    BUILTINS["win10-19045"], name="win11-22631", build=22631,
+    system_time="2025-05-20T14:02:11Z", seed=22631,
+)  # fmt: skip
+BUILTINS["win11-26100"] = dict(
+    BUILTINS["win10-19045"], name="win11-26100", build=26100,
+    system_time="2026-03-10T09:30:00Z", seed=26100,
+)  # fmt: skip
 BUILTINS["win7sp1-bitmap"] = dict(BUILTINS["win7sp1"], name="win7sp1-bitmap")
 BUILTINS["win7sp1-bitmap"]["dump_type"] = "kernel_bitmap"
 BUILTINS["win10-19045-encoded"] = dict(
@@ -1055,6 +1084,19 @@ BUILTINS["win7sp1-leak"] = dict(
 """The NTDebugging "Troubleshooting Pool Leaks" case: myfault.sys leaks 601 nonpaged
 big-pool allocations of 1,024,000 bytes (615,424,000 bytes) under tag "Leak"; nonpaged pool
 usage 152178 of a 152651-page maximum."""
+for _base in ("win10-19045", "win11-26100"):
+    BUILTINS[f"{_base}-leak"] = dict(
+        BUILTINS["win7sp1-leak"],
+        name=f"{_base}-leak",
+        build=BUILTINS[_base]["build"],
+        dump_type=BUILTINS[_base]["dump_type"],
+        processors=BUILTINS[_base]["processors"],
+        system_time=BUILTINS[_base]["system_time"],
+        seed=BUILTINS[_base]["seed"] + 1,
+        pool=dict(BUILTINS["win7sp1-leak"]["pool"], tags=WIN10_BACKGROUND_POOL["tags"]),
+    )
+"""The same leak on Windows 10 22H2 and Windows 11 24H2 (segment-heap small pool, per-CPU
+tag tables; on 26100 the big-page entries are 0x20 bytes)."""
 
 
 VERIFIER_DEMO: dict[str, Any] = {
@@ -1104,14 +1146,50 @@ BUILTINS["win10-19045-verifier"] = dict(
     name="win10-19045-verifier",
     bugcheck={"code": "0xC4"},
     seed=190450,
-    pool=dict(
-        WIN7_BACKGROUND_POOL,
-        tags=[dict(t, protected=False) for t in WIN7_BACKGROUND_POOL["tags"]],
-    ),
     verifier=dict(VERIFIER_DEMO, pool_log={"length": "0x10000", "entries_written": 0x10000 + 7221}),
 )
 """The verifier demo on the 19041 layout (two AVL tables, a 0x10000-entry pool log as
 Win10 enforces, background pool without protected tags)."""
+VERIFIER_DEMO_WIN11: dict[str, Any] = dict(
+    VERIFIER_DEMO,
+    drivers=[
+        *VERIFIER_DEMO["drivers"],
+        {"name": "deepstk.sys", "loaded": True, "loads": 1, "unloads": 0, "freed": 2,
+         "allocations": [{
+             "tag": "Deep", "bytes": "0x90", "pool": "nonpaged", "count": 3, "site": "0x1100",
+             "stack": [
+                 "nt!VeAllocatePoolWithTagPriority+0x2cb", "nt!VerifierExAllocatePoolWithTag+0x1d",
+                 *[f"deepstk.sys+{0x1106 + 0x40 * k:#x}" for k in range(24)],
+                 "nt!IopXxxControlFile+0x607", "nt!NtDeviceIoControlFile+0x56",
+                 "nt!KiSystemServiceCopyEnd+0x13",
+             ],
+         }]},
+    ],
+    pool_log={"length": "0x10000", "entries_written": 0x10000 + 7221},
+)  # fmt: skip
+"""The verifier demo on Windows 11, plus deepstk.sys whose allocations come through 24 of its
+own frames (29 in all): deeper than the 13 frames a pre-22000 VF_POOL_TRACE holds, within the
+50 of a 0x1A8-byte one."""
+BUILTINS["win11-22631-verifier"] = dict(
+    BUILTINS["win11-22631"],
+    name="win11-22631-verifier",
+    bugcheck={"code": "0xC4"},
+    seed=226310,
+    verifier=VERIFIER_DEMO_WIN11,
+)
+"""The verifier demo on the 22000-22631 layout (win11-22621-x64 profile): MmVerifierData with
+AllocationFreed, VF_TARGET_VERIFIED_DRIVER_DATA counters from 0x70, 0x1A8-byte pool-log entries
+with 50 frames (a 0x10000-entry log, the default below 4 GiB of RAM)."""
+BUILTINS["win11-26100-verifier"] = dict(
+    BUILTINS["win11-26100"],
+    name="win11-26100-verifier",
+    bugcheck={"code": "0xC4"},
+    seed=261000,
+    verifier=VERIFIER_DEMO_WIN11,
+)
+"""The verifier demo on the 26100 layout (win11-26100-x64 profile): VF_SUSPECT_DRIVER_ENTRY with
+FullName (BaseName at 0x28), a 0x20-byte VF_AVL_TREE, VF_TARGET_DRIVER.VerifiedData at 0x40, a
+0x98-byte MmVerifierData, 50-frame pool-log entries tagged ViIn."""
 
 
 BUILTINS["vista-sp2"] = dict(

@@ -26,8 +26,11 @@ Every structure size and field offset comes from the build profile's ``verifier`
 * the tracked allocations themselves: pool blocks or big-pool allocations with the tag, the
   verifier back-pointer at VA + NumberOfBytes - 8 (spec 5.3);
 * the pool log (VfPoolTraces / VfPoolTracesIndex / VfPoolTracesLength, VF_POOL_TRACE
-  entries, tag VfPT) with an allocate and a free trace per event, slot = n & (Length - 1)
-  for the n-th event (1-based), and the IRP log (IovIrpTraces..., IOV_IRP_TRACE, tag VfIT).
+  entries of the profile's size and frame count: 0x80 / 13 up to 19045, 0x1A8 / 50 from
+  22000) with an allocate and a free trace per event, slot = n & (Length - 1) for the n-th
+  event (1-based), and the IRP log (IovIrpTraces..., IOV_IRP_TRACE); each buffer carries the
+  first pool tag of the profile's ``verifier.tags`` (VfPT / VfIT when it has none; ViIn for
+  the Windows 11 pool log).
 
 Synthetic (not from a source; also listed in the dump's notes): the nt function stubs used as
 stack frames and their return offsets, ETHREAD = "Thre" block body + 0x50, IRPs = "Irp "
@@ -102,6 +105,8 @@ REQUIRED_MI = (
 )  # fmt: skip
 """What a ``driver_list: "mi_list"`` (Vista) profile needs: MI_VERIFIER_DRIVER_ENTRY replaces
 the suspect entry, AVL tree and verified data (spec 4.1)."""
+DEFAULT_TAGS = {"pool_trace": ("VfPT",), "irp_trace": ("VfIT",)}
+"""The log buffers' pool tags when the profile's ``verifier.tags`` does not list them."""
 MI_ENTRY_TAG = "MmLd"
 """MI_VERIFIER_DRIVER_ENTRY's pool tag ('dLmM' in Server 2003 verifier.c; assumed for Vista)."""
 VI_VERIFYING_DIRECTLY = 1
@@ -116,6 +121,8 @@ class VerifierLayout:
     s: dict[str, EntryLayout]
     driver_list: str = "suspect_list+avl"
     """"suspect_list+avl" (Win7+) or "mi_list" (Vista: MI_VERIFIER_DRIVER_ENTRY)."""
+    tags: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_TAGS))
+    """Pool tags of the log buffers (``verifier.tags``); the forge writes the first."""
 
     @property
     def mi(self) -> bool:
@@ -130,8 +137,14 @@ class VerifierLayout:
         structs = {
             k: EntryLayout.parse(x)
             for k, x in v.items()
-            if k != "constants" and isinstance(x, dict)
+            if k not in ("constants", "tags") and isinstance(x, dict)
         }
+        tags = dict(DEFAULT_TAGS)
+        for k, x in v.get("tags", {}).items():
+            ok = isinstance(x, list) and x and all(isinstance(t, str) and len(t) == 4 for t in x)
+            if not ok:
+                raise ValueError(f"profile verifier.tags.{k} must be a list of 4-character tags")
+            tags[k] = tuple(x)
         driver_list = v.get("driver_list", "suspect_list+avl")
         if driver_list not in ("suspect_list+avl", "mi_list"):
             raise ValueError(f"profile verifier.driver_list {driver_list!r} is unknown")
@@ -139,7 +152,7 @@ class VerifierLayout:
         missing = [k for k in required if k not in structs]
         if missing:
             raise ValueError(f"profile verifier section lacks {', '.join(missing)}")
-        return cls(const, structs, driver_list)
+        return cls(const, structs, driver_list, tags)
 
     def size(self, what: str) -> int:
         return self.s[what].size
@@ -300,6 +313,11 @@ class VerifierBuilder:
             "verifier: big tracked allocations record round4(bytes) + 8 (Win8.1 sample); "
             "free traces carry the charged size",
         ]
+        if not self.mi and "FullName.Length" in self.L.s["suspect_driver_entry"].fields:
+            self.notes.append(
+                "verifier: VF_SUSPECT_DRIVER_ENTRY.FullName is left empty; only BaseName is "
+                "written, inline after the entry (synthetic)"
+            )
         if self.spec.irp_log is not None and not self.spec.level & 0x10:
             self.notes.append(
                 "verifier: an IRP log without Level bit 0x10 (I/O verification): a real "
@@ -790,7 +808,7 @@ class VerifierBuilder:
             if self.filler and not self.fill_drivers:
                 raise ValueError("verifier.pool_log: older entries need a verified driver")
             self.pool_index = index
-            self.pool_buf = kb.pool.alloc(pl.length * L.size("pool_trace"), "VfPT")
+            self.pool_buf = kb.pool.alloc(pl.length * L.size("pool_trace"), L.tags["pool_trace"][0])
             kb.q(self.vars["VfPoolTraces"], self.pool_buf)
             kb.vwrite(self.vars["VfPoolTracesIndex"], (index & 0xFFFFFFFF).to_bytes(4, "little"))
             kb.vwrite(self.vars["VfPoolTracesLength"], pl.length.to_bytes(4, "little"))
@@ -807,7 +825,7 @@ class VerifierBuilder:
         if il is not None:
             index = il.length + il.length // 2 if il.entries_written is None else il.entries_written
             self.irp_index = index
-            self.irp_buf = kb.pool.alloc(il.length * L.size("irp_trace"), "VfIT")
+            self.irp_buf = kb.pool.alloc(il.length * L.size("irp_trace"), L.tags["irp_trace"][0])
             kb.q(self.vars["IovIrpTraces"], self.irp_buf)
             kb.vwrite(self.vars["IovIrpTracesIndex"], (index & 0xFFFFFFFF).to_bytes(4, "little"))
             kb.vwrite(self.vars["IovIrpTracesLength"], il.length.to_bytes(4, "little"))
@@ -830,6 +848,7 @@ class VerifierBuilder:
         assert self.spec is not None
         L, rng, spec = self.L, self.rng, self.spec
         allocs = sum(1 for e in self.events if e.kind == "alloc") + (self.filler + 1) // 2
+        frees = sum(1 for e in self.events if e.kind == "free") + (self.filler + 1) // 2
         level = spec.level
         untracked = rng.randrange(0, 24)
         failed = rng.randrange(0, 3)
@@ -852,6 +871,8 @@ class VerifierBuilder:
             "Trims": rng.randrange(0, 0x100) if level & 0x2 else 0,
             "AllocationsFailed": failed,
             "AllocationsFailedDeliberately": deliberately,
+            # 22000+: counts verifier-thunked frees (synthetic: the logged frees)
+            "AllocationFreed": frees,
             "Loads": sum(d.loads for d in self.drivers),
             "Unloads": sum(d.unloads for d in self.drivers),
             "UnTrackedPool": untracked,

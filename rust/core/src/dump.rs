@@ -12,6 +12,8 @@ use crate::memory::{AddressSpace, PhysicalMemory, Translation};
 pub struct Dump {
     pub container: Container,
     pub profile: Profile,
+    /// Why this profile: the user's, the family covering the build, or the nearest older one.
+    pub profile_choice: String,
     pub kdbg: Option<Kdbg>,
     pub modules: Modules,
     /// A Volatility 3 symbol table for this kernel, when the user gave one.
@@ -46,21 +48,19 @@ impl Dump {
     fn from_container(container: Container, profile: Option<Profile>) -> Result<Dump> {
         let mut notes = container.notes.clone();
         let build = container.header.build();
-        let profile = match profile {
+        let (profile, profile_choice) = match profile {
             Some(p) => {
-                notes.push(format!("profile {} supplied by the user", p.name));
-                p
+                let why = format!("profile {} supplied by the user", p.name);
+                (p, why)
             }
-            None => {
-                let (p, why) = Profile::for_build(build)?;
-                notes.push(why);
-                p
-            }
+            None => Profile::for_build(build)?,
         };
+        notes.push(profile_choice.clone());
         let (kdbg, modules) = load_kernel(&container, &profile, &mut notes);
         Ok(Dump {
             container,
             profile,
+            profile_choice,
             kdbg,
             modules,
             symbols: None,
@@ -129,7 +129,7 @@ fn load_kernel(
         profile,
     ) {
         Ok(k) => {
-            notes.push(format!("KDBG found {}", k.source.describe()));
+            notes.push(k.describe());
             notes.extend(k.notes.iter().cloned());
             Some(k)
         }

@@ -78,7 +78,7 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
         }
     };
     a.sources
-        .insert("layout".into(), format!("profile {}", dump.profile.name));
+        .insert("layout".into(), dump.profile_choice.clone());
     match &dump.kdbg {
         Some(k) => {
             a.memory = Some(MemorySummary::from_kdbg(k));
@@ -88,6 +88,7 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
                     kdbg: k,
                     symbols: dump.symbols.as_ref(),
                     layout: l,
+                    processors: dump.header().number_processors,
                 };
                 match TrackerTable::read(&mut tr, kernel, &mut a.sources) {
                     Ok(t) => a.tracker = Some(t),
@@ -120,29 +121,22 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
     let want_blocks = matches!(&vstats, Ok((_, s, need)) if s.enabled() && *need);
     let mut blocks: std::result::Result<Vec<PoolBlock>, String> = Err("no pool scan ran".into());
     if let Some(l) = &layout {
-        match l.allocator {
-            Allocator::Legacy => {
-                let rmap = ReverseMap::build(&space);
-                let (keep, added) = if want_blocks {
-                    with_heuristic_tags(&opts.keep)
-                } else {
-                    (opts.keep.clone(), Vec::new())
-                };
-                let mut scan = crate::pool::pages::scan(&dump.physical(), &rmap, l, &keep);
+        let (keep, added) = if want_blocks {
+            with_heuristic_tags(&opts.keep)
+        } else {
+            (opts.keep.clone(), Vec::new())
+        };
+        match page_scan(dump, l, &keep, &mut a.sources) {
+            Ok(mut scan) => {
                 if want_blocks {
                     blocks = Ok(verifier::blocks_of(&scan.blocks));
                     drop_rows(&mut scan.blocks, |t| added.contains(&t));
                 }
                 a.pool_scan = Some(scan);
-                a.sources.insert(
-                    "pool_scan".into(),
-                    "POOL_HEADER page chains (legacy allocator)".into(),
-                );
             }
-            Allocator::SegmentHeap => {
-                blocks = Err(SEGMENT_HEAP.into());
-                a.unavailable
-                    .insert("pool_scan".into(), NO_PAGE_SCAN.into());
+            Err(e) => {
+                blocks = Err(e.to_string());
+                missing(&mut a, "pool_scan", e);
             }
         }
     }
@@ -201,7 +195,8 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
             ));
         }
     }
-    if let Some(scan) = &a.pool_scan {
+    // Without the tagging database there is nothing to disagree with.
+    if let (Some(scan), Some(_)) = (&a.pool_scan, &a.tracker) {
         a.findings
             .extend(findings::disagreement(&rows, scan, a.bigpool.as_ref()));
     }
@@ -214,10 +209,40 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
     a
 }
 
-/// Why the pool page scan does not run on 19H1+ (issue 7 adds the segment-heap tag scan).
-const NO_PAGE_SCAN: &str = "segment-heap pool (build 18362+): the page-chain scan does not apply and the tag scan is not implemented yet";
-const SEGMENT_HEAP: &str =
-    "segment-heap pool (build 18362+): the page-chain scan for VfVD blocks does not apply";
+/// The pool page scan for the layout's allocator: page chains (legacy) or the VS/LFH
+/// subsegment tag scan (segment heap). Says in `sources` which one ran and where keys came from.
+fn page_scan(dump: &Dump, l: &PoolLayout, keep: &Keep, sources: &mut Sources) -> Result<PoolScan> {
+    let space = dump.space();
+    let rmap = ReverseMap::build(&space);
+    match (l.allocator, &l.segment) {
+        (Allocator::Legacy, _) => {
+            sources.insert(
+                "pool_scan".into(),
+                "POOL_HEADER page chains (legacy allocator)".into(),
+            );
+            Ok(crate::pool::pages::scan(&dump.physical(), &rmap, l, keep))
+        }
+        (Allocator::SegmentHeap, Some(seg)) => {
+            let kernel = dump.kdbg.as_ref().map(|kdbg| Kernel {
+                kdbg,
+                symbols: dump.symbols.as_ref(),
+                layout: l,
+                processors: dump.header().number_processors,
+            });
+            sources.insert(
+                "pool_scan".into(),
+                "segment heap: POOL_HEADERs of VS chunks and LFH blocks inside decoded subsegments"
+                    .into(),
+            );
+            Ok(crate::pool::segheap::scan(
+                &space, &rmap, l, seg, kernel, keep, sources,
+            ))
+        }
+        (Allocator::SegmentHeap, None) => Err(Error::unsupported(
+            "segment-heap pool: the profile has no segment_heap layout",
+        )),
+    }
+}
 
 /// The scan's keep set plus the verifier's heuristic tags, and which tags were added.
 fn with_heuristic_tags(k: &Keep) -> (Keep, Vec<u32>) {
@@ -335,6 +360,18 @@ impl Analysis {
 /// The profile's pool layout, with a symbol table's structure layouts applied when given.
 fn pool_layout(dump: &Dump, sources: &mut Sources) -> Result<PoolLayout> {
     let mut l = PoolLayout::from_profile(&dump.profile)?;
+    // Which layout each figure is read with (symbols replace these below when they can).
+    let name = &dump.profile.name;
+    for (ty, size) in [
+        ("_POOL_TRACKER_TABLE", l.tracker.size),
+        ("_POOL_TRACKER_BIG_PAGES", l.big_page.size),
+    ] {
+        sources.insert(ty.into(), format!("profile {name}: {size:#x}-byte entries"));
+    }
+    sources.insert(
+        "pool_allocator".into(),
+        format!("profile {name}: {}", l.layout_name()),
+    );
     if let Some(s) = &dump.symbols {
         l.apply_symbols(s, sources);
     }
@@ -355,6 +392,7 @@ pub fn poolused(dump: &Dump, sort: SortBy, top: Option<usize>) -> Result<(Vec<Ta
         kdbg: need_kdbg(dump)?,
         symbols: dump.symbols.as_ref(),
         layout: &layout,
+        processors: dump.header().number_processors,
     };
     let t = TrackerTable::read(&mut dump.space().translator(), kernel, &mut sources)?;
     Ok((t.poolused(sort, top), sources))
@@ -362,16 +400,9 @@ pub fn poolused(dump: &Dump, sort: SortBy, top: Option<usize>) -> Result<(Vec<Ta
 
 /// The pool page scan alone (`!poolfind` over every page).
 pub fn pool_scan(dump: &Dump, keep: &Keep) -> Result<(PoolScan, PoolLayout)> {
-    let layout = pool_layout(dump, &mut Sources::new())?;
-    if layout.allocator != Allocator::Legacy {
-        return Err(Error::unsupported(NO_PAGE_SCAN));
-    }
-    let space = dump.space();
-    let rmap = ReverseMap::build(&space);
-    Ok((
-        crate::pool::pages::scan(&dump.physical(), &rmap, &layout, keep),
-        layout,
-    ))
+    let mut sources = Sources::new();
+    let layout = pool_layout(dump, &mut sources)?;
+    Ok((page_scan(dump, &layout, keep, &mut sources)?, layout))
 }
 
 /// The big-pool table alone.
@@ -382,6 +413,7 @@ pub fn big_pool(dump: &Dump) -> Result<BigPool> {
         kdbg: need_kdbg(dump)?,
         symbols: dump.symbols.as_ref(),
         layout: &layout,
+        processors: dump.header().number_processors,
     };
     BigPool::read(&mut dump.space().translator(), kernel, &mut sources)
 }
@@ -451,6 +483,7 @@ pub fn verifier(dump: &Dump, driver: Option<&str>, address: Option<u64>) -> Resu
                 kdbg: k,
                 symbols: dump.symbols.as_ref(),
                 layout: l,
+                processors: dump.header().number_processors,
             };
             BigPool::read(&mut tr, kernel, &mut sources).ok()
         }
@@ -460,13 +493,12 @@ pub fn verifier(dump: &Dump, driver: Option<&str>, address: Option<u64>) -> Resu
         Err("symbols name the driver lists".into())
     } else {
         match &pool {
-            Some(l) if l.allocator == Allocator::Legacy => {
-                let rmap = ReverseMap::build(&space);
+            Some(l) => {
                 let keep = Keep::Tags(HEURISTIC_TAGS.to_vec());
-                let scan = crate::pool::pages::scan(&dump.physical(), &rmap, l, &keep);
-                Ok(verifier::blocks_of(&scan.blocks))
+                page_scan(dump, l, &keep, &mut Sources::new())
+                    .map(|scan| verifier::blocks_of(&scan.blocks))
+                    .map_err(|e| e.to_string())
             }
-            Some(_) => Err(SEGMENT_HEAP.into()),
             None => Err("the profile has no pool layout".into()),
         }
     };

@@ -146,6 +146,19 @@ struct Kdbg {
     notes: Vec<String>,
     kern_base: Option<u64>,
     nt_build_lab: Option<String>,
+    /// Which step found the block: "header_pointer", "kd_copy_data_block",
+    /// "image_owner_tag_scan" or "physical_owner_tag_scan".
+    located_by: String,
+    /// The header's KdDebuggerDataBlock as written (0 = missing).
+    header_pointer: u64,
+    /// Why the header's pointer was not used (None when it was).
+    header_pointer_problem: Option<String>,
+    /// nt's image (base, size, how it was found) when a step used it.
+    nt_image: Option<(u64, u64, String)>,
+    /// VA of the KdCopyDataBlock code that named the block or gave its keys.
+    kd_copy_data_block: Option<u64>,
+    /// One sentence: how the block was found (also in the dump's notes).
+    description: String,
 }
 
 #[pyclass(frozen, module = "poolscope._native", get_all)]
@@ -247,6 +260,16 @@ fn kdbg_to_py(py: Python<'_>, k: &CoreKdbg) -> PyResult<Kdbg> {
         notes: k.notes.clone(),
         kern_base: k.kern_base(),
         nt_build_lab: k.strings.get("NtBuildLab").cloned(),
+        located_by: k.located.method.name().into(),
+        header_pointer: k.located.header_pointer,
+        header_pointer_problem: k.located.header_pointer_problem.clone(),
+        nt_image: k
+            .located
+            .nt_image
+            .as_ref()
+            .map(|n| (n.base, n.size, n.found_by.clone())),
+        kd_copy_data_block: k.located.kd_copy_data_block,
+        description: k.describe(),
     })
 }
 

@@ -19,8 +19,24 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../profiles/win7sp1-x64.json"),
     ),
     (
+        "win10-17763-x64.json",
+        include_str!("../../profiles/win10-17763-x64.json"),
+    ),
+    (
         "win10-19041-x64.json",
         include_str!("../../profiles/win10-19041-x64.json"),
+    ),
+    (
+        "win11-22000-x64.json",
+        include_str!("../../profiles/win11-22000-x64.json"),
+    ),
+    (
+        "win11-22621-x64.json",
+        include_str!("../../profiles/win11-22621-x64.json"),
+    ),
+    (
+        "win11-26100-x64.json",
+        include_str!("../../profiles/win11-26100-x64.json"),
     ),
 ];
 
@@ -131,5 +147,75 @@ impl Profile {
         self.ldr_data_table_entry
             .get(field)
             .and_then(|v| parse_int(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builtin() -> Vec<Profile> {
+        BUILTIN
+            .iter()
+            .map(|(file, text)| Profile::from_json(text).unwrap_or_else(|e| panic!("{file}: {e}")))
+            .collect()
+    }
+
+    #[test]
+    fn every_builtin_parses_and_ranges_are_disjoint() {
+        let mut all = builtin();
+        for (p, (file, _)) in all.iter().zip(BUILTIN) {
+            assert_eq!(format!("{}.json", p.name), *file);
+            assert!(p.builds.min <= p.builds.max, "{}", p.name);
+            assert!(
+                !p.description.is_empty() && !p.sources.is_empty(),
+                "{}",
+                p.name
+            );
+            assert!(p.extra.contains_key("pool") && p.extra.contains_key("verifier"));
+            assert!(p.kdbg_size() > 0 && p.ldr("BaseDllName").is_some());
+            crate::pool::PoolLayout::from_profile(p).unwrap_or_else(|e| panic!("{e}"));
+        }
+        all.sort_by_key(|p| p.builds.min);
+        for w in all.windows(2) {
+            assert!(
+                w[0].builds.max < w[1].builds.min,
+                "{} and {} overlap",
+                w[0].name,
+                w[1].name
+            );
+        }
+    }
+
+    #[test]
+    fn build_selects_its_family_or_the_nearest_older_one() {
+        for (build, name, exact) in [
+            (6002, "vista-x64", true),
+            (7601, "win7sp1-x64", true),
+            (9600, "win7sp1-x64", false),
+            (17763, "win10-17763-x64", true),
+            (18361, "win10-17763-x64", true),
+            (18362, "win10-17763-x64", false),
+            (18363, "win10-17763-x64", false),
+            (19041, "win10-19041-x64", true),
+            (19045, "win10-19041-x64", true),
+            (20348, "win10-19041-x64", false),
+            (22000, "win11-22000-x64", true),
+            (22621, "win11-22621-x64", true),
+            (22631, "win11-22621-x64", true),
+            (26100, "win11-26100-x64", true),
+            (26200, "win11-26100-x64", true),
+            (30000, "win11-26100-x64", false),
+        ] {
+            let (p, why) = Profile::for_build(build).unwrap();
+            assert_eq!(p.name, name, "build {build}");
+            assert_eq!(
+                why.contains("nearest older family"),
+                !exact,
+                "{build}: {why}"
+            );
+        }
+        // Older than every family: the oldest one.
+        assert_eq!(Profile::for_build(2600).unwrap().0.name, "vista-x64");
     }
 }

@@ -1,9 +1,13 @@
-//! Kernel variables the pool analyses need, and where each came from: KDBG, or a profile
-//! heuristic (a fixed distance from a KDBG-named variable, as volatility2 uses).
+//! Kernel variables the pool analyses need, and where each came from: a symbol table, KDBG, a
+//! profile heuristic (a fixed distance from a KDBG-named variable, as volatility2 uses), or, on
+//! builds whose profile enables it, a bounded and validated search of nt's data near the
+//! KDBG-named PoolTrackTable variable (each found figure names its rule in `sources`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::layout::PoolLayout;
+use super::tag;
+use super::tracker;
 use crate::bytes::parse_int;
 use crate::error::{Error, Result};
 use crate::kernel::{Kdbg, Symbols};
@@ -18,6 +22,8 @@ pub struct Kernel<'a> {
     pub kdbg: &'a Kdbg,
     pub symbols: Option<&'a Symbols>,
     pub layout: &'a PoolLayout,
+    /// The dump header's NumberProcessors: how many nt!ExPoolTagTables slots are read.
+    pub processors: u32,
 }
 
 /// The address of variable `name`: from the symbol table when given, else KDBG's field, else
@@ -66,13 +72,538 @@ pub fn address_of(name: &str, k: Kernel, sources: &mut Sources) -> Result<u64> {
     Ok(va)
 }
 
+/// The address of variable `name`: [`address_of`], else (on builds whose profile enables it)
+/// the validated search of nt's data near the PoolTrackTable variable.
+pub fn locate(tr: &mut Translator, name: &str, k: Kernel, sources: &mut Sources) -> Result<u64> {
+    match address_of(name, k, sources) {
+        Ok(va) => Ok(va),
+        Err(e) => match search::locate(tr, name, k, sources) {
+            Some(Ok(va)) => Ok(va),
+            Some(Err(why)) => Err(Error::unsupported(format!("{e}; {why}"))),
+            None => Err(e),
+        },
+    }
+}
+
 /// The value of variable `name` (read with the profile's width, default 8).
 pub fn value_of(tr: &mut Translator, name: &str, k: Kernel, sources: &mut Sources) -> Result<u64> {
-    let va = address_of(name, k, sources)?;
+    let va = locate(tr, name, k, sources)?;
     let width = k.layout.globals.get(name).map_or(8, |g| g.width);
     match width {
         4 => tr.read_u32(va).map(u64::from),
         _ => tr.read_u64(va),
     }
     .map_err(|e| e.context(name))
+}
+
+/// MemProcFS's bound on PoolBigPageTableSize (as the big-pool reader's).
+const BIG_MAX_ENTRIES: u64 = 0x100_0000;
+
+/// A canonical upper-half (kernel) address, 8-byte aligned: what a pointer to a table is.
+fn kernel_pointer(v: u64) -> bool {
+    v >> 47 == 0x1_FFFF && v & 7 == 0
+}
+
+/// The symbol-free search of the pool globals KDBG does not name. Each rule reads the nt data
+/// within the profile's window of the PoolTrackTable variable, takes the candidates of the
+/// variable's shape and keeps those whose table validates; the rule is named in `sources`.
+mod search {
+    use super::*;
+
+    /// The 8-byte words of nt data within `radius` bytes of `center` (None: page not readable).
+    struct Window {
+        start: u64,
+        center: u64,
+        words: Vec<Option<u64>>,
+    }
+
+    impl Window {
+        fn read(tr: &mut Translator, center: u64, radius: u64) -> Self {
+            let start = center.saturating_sub(radius) & !0xFFF;
+            let end = center.saturating_add(radius).saturating_add(0xFFF) & !0xFFF;
+            let mut words = Vec::with_capacity(((end - start) / 8) as usize);
+            let mut page = start;
+            while page < end {
+                match tr.read_vec(page, 0x1000) {
+                    Ok(b) => words.extend(
+                        b.chunks_exact(8)
+                            .map(|c| Some(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))),
+                    ),
+                    Err(_) => words.extend(std::iter::repeat_n(None, 0x200)),
+                }
+                page += 0x1000;
+            }
+            Self {
+                start,
+                center,
+                words,
+            }
+        }
+
+        fn addr(&self, i: usize) -> u64 {
+            self.start + 8 * i as u64
+        }
+
+        fn get(&self, i: usize) -> Option<u64> {
+            self.words.get(i).copied().flatten()
+        }
+
+        fn distance(&self, i: usize) -> u64 {
+            self.addr(i).abs_diff(self.center)
+        }
+
+        /// Index of the word at `addr` (8-aligned, inside the window).
+        fn index(&self, addr: u64) -> Option<usize> {
+            let off = addr.checked_sub(self.start)?;
+            (off % 8 == 0 && off / 8 < self.words.len() as u64).then_some((off / 8) as usize)
+        }
+    }
+
+    /// The context every rule needs: the PoolTrackTable variable (the window's centre), the
+    /// global table it points to, and the window.
+    struct Ctx {
+        var: u64,
+        table: u64,
+        window: Window,
+    }
+
+    fn ctx(tr: &mut Translator, k: Kernel) -> std::result::Result<Ctx, String> {
+        let var = address_of("PoolTrackTable", k, &mut Sources::new())
+            .map_err(|e| format!("no PoolTrackTable variable to search near: {e}"))?;
+        let table = tr
+            .read_u64(var)
+            .map_err(|e| format!("PoolTrackTable variable not readable: {e}"))?;
+        let window = Window::read(tr, var, k.layout.globals_search_window);
+        Ok(Ctx { var, table, window })
+    }
+
+    pub(super) fn locate(
+        tr: &mut Translator,
+        name: &str,
+        k: Kernel,
+        sources: &mut Sources,
+    ) -> Option<std::result::Result<u64, String>> {
+        if k.layout.globals_search_window == 0 {
+            return None;
+        }
+        let rule: fn(&mut Translator, &str, Kernel, &Ctx) -> std::result::Result<Found, String> =
+            match name {
+                "PoolTrackTableSize" => tracker_size,
+                "ExPoolTagTables" => tag_tables,
+                "PoolTrackTableExpansion" | "PoolTrackTableExpansionSize" => expansion,
+                "PoolBigPageTable" | "PoolBigPageTableSize" => big_pages,
+                _ => return None,
+            };
+        let found = ctx(tr, k).and_then(|c| rule(tr, name, k, &c).map(|f| (f, c)));
+        Some(found.map(|(f, c)| {
+            let w = k.layout.globals_search_window;
+            let rel = f.addr as i128 - c.var as i128;
+            let sign = if rel < 0 { "-" } else { "+" };
+            sources.insert(
+                name.into(),
+                format!(
+                    "heuristic: nt data within 0x{w:x} bytes of PoolTrackTable, found at PoolTrackTable {sign}0x{:x}: {} ({} candidate{})",
+                    rel.unsigned_abs(),
+                    f.rule,
+                    f.candidates,
+                    if f.candidates == 1 { "" } else { "s" }
+                ),
+            );
+            f.addr
+        }))
+    }
+
+    struct Found {
+        addr: u64,
+        rule: String,
+        /// How many candidates validated (the chosen one included).
+        candidates: usize,
+    }
+
+    /// The Key of each of `n` tracker entries at `table` (None: not readable).
+    fn tracker_keys(tr: &mut Translator, k: Kernel, table: u64, n: u64) -> Option<Vec<u32>> {
+        let e = &k.layout.tracker;
+        let key = e.field("Key").ok()?;
+        let bytes = tr.read_vec(table, (n as usize).checked_mul(e.size)?).ok()?;
+        Some(
+            bytes
+                .chunks_exact(e.size)
+                .map(|r| key.read(r) as u32)
+                .collect(),
+        )
+    }
+
+    /// The keys of the entries of a candidate table that fit its first page (a cheap first
+    /// look before a candidate is read whole: most pointers in nt data lead elsewhere).
+    fn first_keys(tr: &mut Translator, k: Kernel, table: u64, n: u64) -> Option<Vec<u32>> {
+        let per_page = (0x1000 / k.layout.tracker.size.max(1)).max(1) as u64;
+        tracker_keys(tr, k, table, n.min(per_page))
+    }
+
+    /// PoolTrackTableSize: a word of the form 2^k+1 (at least 17, at most the reader's bound)
+    /// such that the PoolTrackTable read with that many entries keeps every non-empty key at or
+    /// after its hash slot with no empty slot between (linear probing, keys never removed).
+    /// A smaller 2^k+1 can validate too (a prefix of the table), so the largest wins.
+    fn tracker_size(
+        tr: &mut Translator,
+        _: &str,
+        k: Kernel,
+        c: &Ctx,
+    ) -> std::result::Result<Found, String> {
+        let values: BTreeSet<u64> = c
+            .window
+            .words
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|&v| (17..=tracker::MAX_ENTRIES + 1).contains(&v) && (v - 1).is_power_of_two())
+            .collect();
+        let mut valid = Vec::new();
+        for &v in values.iter().rev() {
+            if !tracker::prefix_plausible(tr, k.layout, c.table, v) {
+                continue;
+            }
+            if tracker_keys(tr, k, c.table, v).is_some_and(|keys| tracker::hashed_keys_valid(&keys))
+            {
+                valid.push(v);
+            }
+        }
+        let &size = valid.first().ok_or_else(|| {
+            format!(
+                "no 2^k+1 value near PoolTrackTable sizes its table ({} candidates tried)",
+                values.len()
+            )
+        })?;
+        let at = (0..c.window.words.len())
+            .filter(|&i| c.window.get(i) == Some(size))
+            .min_by_key(|&i| c.window.distance(i))
+            .ok_or("no candidate")?;
+        Ok(Found {
+            addr: c.window.addr(at),
+            rule: format!(
+                "the largest 2^k+1 value (0x{size:x}) for which PoolTrackTable keeps every key at or after its hash slot"
+            ),
+            candidates: valid.len(),
+        })
+    }
+
+    /// ExPoolTagTables: an array of NumberProcessors kernel pointers, each to PoolTrackTable or
+    /// to a table (of PoolTrackTableSize entries) with at least one key, every key equal to
+    /// PoolTrackTable's key in the same slot (the kernel copies keys from the global table;
+    /// PoolTrackTable itself must validate with the hash). The PoolTrackTable
+    /// variable itself is no candidate; an array followed by a null slot (the rest of the
+    /// kernel's array) is preferred, then the nearest.
+    fn tag_tables(
+        tr: &mut Translator,
+        _: &str,
+        k: Kernel,
+        c: &Ctx,
+    ) -> std::result::Result<Found, String> {
+        let n = k.processors as usize;
+        if n == 0 || n > tracker::MAX_PROCESSORS {
+            return Err(format!("NumberProcessors {n} is not plausible"));
+        }
+        let mut scratch = Sources::new();
+        let size = value_of(tr, "PoolTrackTableSize", k, &mut scratch)
+            .map_err(|e| format!("ExPoolTagTables cannot be validated without the size: {e}"))?;
+        let global = tracker_keys(tr, k, c.table, size)
+            .ok_or("PoolTrackTable is not readable with PoolTrackTableSize entries")?;
+        // Per-CPU tables hold a subset of the global keys, each in the global key's slot (the
+        // kernel copies a key from PoolTrackTable into the CPU's table on first use), so they
+        // may have holes on a probe path: the hash is checked on PoolTrackTable alone.
+        if !tracker::hashed_keys_valid(&global) {
+            return Err("PoolTrackTable does not validate with PoolTrackTableSize".into());
+        }
+        let mut checked: HashMap<u64, bool> = HashMap::new();
+        let mut ok = |tr: &mut Translator, p: u64| -> bool {
+            *checked.entry(p).or_insert_with(|| {
+                let same_slots =
+                    |keys: &[u32]| keys.iter().zip(&global).all(|(&a, &g)| a == 0 || a == g);
+                if p == c.table {
+                    return true;
+                }
+                first_keys(tr, k, p, size).is_some_and(|keys| same_slots(&keys))
+                    && tracker_keys(tr, k, p, size).is_some_and(|keys| {
+                        let slots = &keys[..keys.len() - 1];
+                        slots.iter().any(|&a| a != 0) && same_slots(slots)
+                    })
+            })
+        };
+        let words = &c.window.words;
+        let skip = c.window.index(c.var);
+        let mut valid: Vec<usize> = Vec::new();
+        for i in 0..words.len().saturating_sub(n - 1) {
+            if Some(i) == skip {
+                continue;
+            }
+            let ptrs: Option<Vec<u64>> = (i..i + n)
+                .map(|j| c.window.get(j).filter(|&p| kernel_pointer(p)))
+                .collect();
+            let Some(ptrs) = ptrs else { continue };
+            if ptrs.iter().all(|&p| ok(tr, p)) {
+                valid.push(i);
+            }
+        }
+        let best = valid
+            .iter()
+            .copied()
+            .min_by_key(|&i| (c.window.get(i + n) != Some(0), c.window.distance(i)))
+            .ok_or_else(|| {
+                format!("no array of {n} pointers to tables that validate against PoolTrackTable")
+            })?;
+        Ok(Found {
+            addr: c.window.addr(best),
+            rule: format!(
+                "an array of NumberProcessors ({n}) kernel pointers to tables whose every key equals PoolTrackTable's key in the same slot"
+            ),
+            candidates: valid.len(),
+        })
+    }
+
+    /// (pointer, size) pairs: a kernel pointer and, 8 or 16 bytes before or after it, a size
+    /// that `size_ok` accepts. Yields (pointer index, size index).
+    fn pairs(
+        w: &Window,
+        ptr_ok: impl Fn(u64) -> bool,
+        size_ok: impl Fn(u64) -> bool,
+    ) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for i in 0..w.words.len() {
+            if !w.get(i).is_some_and(|p| kernel_pointer(p) && ptr_ok(p)) {
+                continue;
+            }
+            for d in [-2isize, -1, 1, 2] {
+                let Some(j) = i.checked_add_signed(d) else {
+                    continue;
+                };
+                if w.get(j).is_some_and(&size_ok) {
+                    out.push((i, j));
+                }
+            }
+        }
+        out
+    }
+
+    /// Choose among validated pairs: the nearest to the PoolTrackTable variable.
+    fn choose(
+        name: &str,
+        w: &Window,
+        valid: &[(usize, usize)],
+        rule: String,
+        what: &str,
+    ) -> std::result::Result<Found, String> {
+        let &(p, s) = valid
+            .iter()
+            .min_by_key(|(p, s)| (w.distance(*p).min(w.distance(*s)), *p))
+            .ok_or_else(|| format!("no {what} found"))?;
+        let pointer = !name.ends_with("Size");
+        Ok(Found {
+            addr: w.addr(if pointer { p } else { s }),
+            rule,
+            candidates: valid.len(),
+        })
+    }
+
+    /// PoolTrackTableExpansion(Size): a kernel pointer next to an entry count (1..=0x10000) whose
+    /// table (the tracker entry layout, unsure) holds distinct plausible tags in its first
+    /// entries, zeros after them (the kernel appends), and none of PoolTrackTable's keys (a tag
+    /// goes there only when the hashed tables have no slot for it).
+    fn expansion(
+        tr: &mut Translator,
+        name: &str,
+        k: Kernel,
+        c: &Ctx,
+    ) -> std::result::Result<Found, String> {
+        let mut scratch = Sources::new();
+        let size = value_of(tr, "PoolTrackTableSize", k, &mut scratch)
+            .map_err(|e| format!("the expansion table is validated against PoolTrackTable: {e}"))?;
+        let global: BTreeSet<u32> = tracker_keys(tr, k, c.table, size)
+            .ok_or("PoolTrackTable is not readable with PoolTrackTableSize entries")?
+            .into_iter()
+            .filter(|&k| k != 0)
+            .collect();
+        let table = c.table;
+        let cands = pairs(
+            &c.window,
+            |p| p != table,
+            |n| (1..=tracker::MAX_EXPANSION).contains(&n),
+        );
+        let mut valid = Vec::new();
+        for (i, j) in cands {
+            let (Some(p), Some(n)) = (c.window.get(i), c.window.get(j)) else {
+                continue;
+            };
+            let Some(head) = first_keys(tr, k, p, n) else {
+                continue;
+            };
+            let used = head.iter().take_while(|&&k| k != 0).count();
+            let plausible_head = used > 0
+                && head[used..].iter().all(|&k| k == 0)
+                && head[..used]
+                    .iter()
+                    .all(|t| tag::plausible(*t) && !global.contains(t));
+            if !plausible_head {
+                continue;
+            }
+            let Some(keys) = tracker_keys(tr, k, p, n) else {
+                continue;
+            };
+            let used = keys.iter().take_while(|&&k| k != 0).count();
+            let distinct: BTreeSet<u32> = keys[..used].iter().copied().collect();
+            if used > 0
+                && keys[used..].iter().all(|&k| k == 0)
+                && distinct.len() == used
+                && keys[..used].iter().all(|&t| tag::plausible(t))
+                && distinct.is_disjoint(&global)
+            {
+                valid.push((i, j));
+            }
+        }
+        choose(
+            name,
+            &c.window,
+            &valid,
+            "a kernel pointer beside an entry count whose table holds distinct plausible tags (none in PoolTrackTable) followed by empty entries".into(),
+            "expansion table (none assumed)",
+        )
+    }
+
+    /// PoolBigPageTable(Size): a page-aligned kernel pointer next to a power-of-two entry count
+    /// (0x10..=the reader's bound) whose big-page entries validate with the ReactOS hash: at least
+    /// one live entry, every live entry (Va bit 0 clear, non-zero key) a page-aligned kernel Va
+    /// reached from its hash slot `((p>>24)^(p>>16)^(p>>8)^p) & (Size-1)`, `p = (ULONG)(Va>>12)`,
+    /// over entries that were all used once (non-zero key).
+    fn big_pages(
+        tr: &mut Translator,
+        name: &str,
+        k: Kernel,
+        c: &Ctx,
+    ) -> std::result::Result<Found, String> {
+        let e = &k.layout.big_page;
+        let (va_f, key_f) = (
+            e.field("Va").map_err(|e| e.to_string())?,
+            e.field("Key").map_err(|e| e.to_string())?,
+        );
+        let cands = pairs(
+            &c.window,
+            |p| p & 0xFFF == 0,
+            |n| (0x10..=BIG_MAX_ENTRIES).contains(&n) && n.is_power_of_two(),
+        );
+        let mut valid = Vec::new();
+        for (i, j) in cands {
+            let (Some(p), Some(n)) = (c.window.get(i), c.window.get(j)) else {
+                continue;
+            };
+            // A first page of entries must look like big-page entries before the whole is read.
+            let first = (0x1000 / e.size).min(n as usize);
+            let Ok(head) = tr.read_vec(p, first * e.size) else {
+                continue;
+            };
+            let looks = |row: &[u8]| {
+                let (va, key) = (va_f.read(row), key_f.read(row) as u32);
+                key == 0 || (kernel_pointer(va & !1) && va & 0xFFE == 0)
+            };
+            if !head.chunks_exact(e.size).all(looks) {
+                continue;
+            }
+            let Ok(raw) = tr.read_vec(p, n as usize * e.size) else {
+                continue;
+            };
+            let rows: Vec<(u64, u32)> = raw
+                .chunks_exact(e.size)
+                .map(|r| (va_f.read(r), key_f.read(r) as u32))
+                .collect();
+            if big_pages_valid(&rows) {
+                valid.push((i, j));
+            }
+        }
+        choose(
+            name,
+            &c.window,
+            &valid,
+            "a page-aligned kernel pointer beside a power-of-two entry count whose live big-page entries sit at or after their ReactOS hash slot".into(),
+            "big-page table",
+        )
+    }
+
+    /// Big-page entries (Va, Key) that validate with the ReactOS hash (see [`big_pages`]).
+    pub(super) fn big_pages_valid(rows: &[(u64, u32)]) -> bool {
+        let n = rows.len();
+        if n < 2 || !n.is_power_of_two() {
+            return false;
+        }
+        let mask = n - 1;
+        let used = |i: usize| rows[i].1 != 0;
+        let Some(empty) = (0..n).find(|&i| !used(i)) else {
+            return false;
+        };
+        // run[s]: used entries ending at s, walking the ring from an unused one.
+        let mut run = vec![0usize; n];
+        for step in 1..=n {
+            let s = (empty + step) & mask;
+            run[s] = if used(s) {
+                run[(s + mask) & mask] + 1
+            } else {
+                0
+            };
+        }
+        let mut live = 0;
+        for (s, &(va, key)) in rows.iter().enumerate() {
+            if key == 0 || va & 1 != 0 {
+                continue;
+            }
+            if !kernel_pointer(va) || va & 0xFFF != 0 {
+                return false;
+            }
+            let p = (va >> 12) as u32;
+            let h = ((p >> 24) ^ (p >> 16) ^ (p >> 8) ^ p) as usize & mask;
+            if (s.wrapping_sub(h) & mask) >= run[s] {
+                return false;
+            }
+            live += 1;
+        }
+        live > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::search::big_pages_valid;
+
+    fn hash(va: u64, mask: usize) -> usize {
+        let p = (va >> 12) as u32;
+        ((p >> 24) ^ (p >> 16) ^ (p >> 8) ^ p) as usize & mask
+    }
+
+    #[test]
+    fn big_pages_validate_with_the_reactos_hash() {
+        let mut rows = vec![(1u64, 0u32); 16];
+        let vas = [
+            0xFFFF_FA80_0123_4000u64,
+            0xFFFF_FA80_0223_5000,
+            0xFFFF_FA80_0323_4000,
+        ];
+        for va in vas {
+            let mut s = hash(va, 15);
+            while rows[s].1 != 0 {
+                s = (s + 1) & 15;
+            }
+            rows[s] = (va, u32::from_le_bytes(*b"Pool"));
+        }
+        assert!(big_pages_valid(&rows));
+        // a live entry away from its hash slot, with an unused entry between, does not validate
+        let mut moved = rows.clone();
+        let s = hash(vas[0], 15);
+        moved[(s + 2) & 15] = moved[s];
+        moved[s] = (1, 0);
+        moved[(s + 1) & 15] = (1, 0);
+        assert!(!big_pages_valid(&moved));
+        // freed entries (Va | 1) may sit anywhere; no live entry at all is no table
+        let freed: Vec<(u64, u32)> = rows
+            .iter()
+            .map(|&(va, k)| if k != 0 { (va | 1, k) } else { (va, k) })
+            .collect();
+        assert!(!big_pages_valid(&freed));
+        assert!(!big_pages_valid(&rows[..15]));
+    }
 }

@@ -31,6 +31,17 @@ struct Raw {
     big_page: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     globals: BTreeMap<String, Global>,
+    /// Win8+: per-processor tag tables (nt!ExPoolTagTables) and the expansion table
+    /// (nt!PoolTrackTableExpansion) are summed with nt!PoolTrackTable.
+    #[serde(default)]
+    per_cpu_tag_tables: bool,
+    /// Bytes each side of the PoolTrackTable variable searched for the globals KDBG does not
+    /// name, when neither symbols nor `globals` place them (default 0x10000 on per-CPU builds).
+    #[serde(default)]
+    globals_search_window: Option<String>,
+    /// VS/LFH subsegment layouts and where the heap keys live (segment-heap builds).
+    #[serde(default)]
+    segment_heap: Option<serde_json::Value>,
 }
 
 const TRACKER_FIELDS: [&str; 7] = [
@@ -68,7 +79,20 @@ pub struct PoolLayout {
     pub tracker: Entry,
     pub big_page: Entry,
     pub globals: BTreeMap<String, Global>,
+    /// Sum nt!ExPoolTagTables (one table per processor) and nt!PoolTrackTableExpansion with
+    /// nt!PoolTrackTable (Win8 and later).
+    pub per_cpu_tag_tables: bool,
+    /// Bytes each side of the PoolTrackTable variable that the symbol-free search of the pool
+    /// globals reads (0: no search).
+    pub globals_search_window: u64,
+    /// VS/LFH subsegment layouts and where the heap keys live (segment-heap builds).
+    pub segment: Option<super::segheap::SegLayout>,
 }
+
+/// The default search window of per-CPU builds: 64 KiB each side of the PoolTrackTable variable.
+const DEFAULT_SEARCH_WINDOW: u64 = 0x10000;
+/// A larger window is not "near" PoolTrackTable any more (and costs reads).
+const MAX_SEARCH_WINDOW: u64 = 0x10_0000;
 
 impl PoolLayout {
     pub fn from_profile(p: &Profile) -> Result<Self> {
@@ -109,6 +133,24 @@ impl PoolLayout {
             tracker: Entry::parse("pool.tracker", &raw.tracker)?,
             big_page: Entry::parse("pool.big_page", &raw.big_page)?,
             globals: raw.globals,
+            per_cpu_tag_tables: raw.per_cpu_tag_tables,
+            globals_search_window: match raw.globals_search_window.as_deref() {
+                Some(w) => parse_int(w)
+                    .filter(|&w| w <= MAX_SEARCH_WINDOW)
+                    .ok_or_else(|| {
+                        Error::format(
+                            0,
+                            format!("profile {} pool: globals_search_window {w:?}", p.name),
+                        )
+                    })?,
+                None if raw.per_cpu_tag_tables => DEFAULT_SEARCH_WINDOW,
+                None => 0,
+            },
+            segment: raw
+                .segment_heap
+                .as_ref()
+                .map(super::segheap::SegLayout::parse)
+                .transpose()?,
         })
     }
 

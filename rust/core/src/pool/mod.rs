@@ -6,6 +6,7 @@ pub mod globals;
 pub mod layout;
 pub mod owners;
 pub mod pages;
+pub mod segheap;
 pub mod tag;
 pub mod tracker;
 pub mod vm;

@@ -74,14 +74,37 @@ pub struct Blocks {
 }
 
 impl Blocks {
-    fn push(&mut self, pa: u64, va: u64, h: &Header, l: &PoolLayout, pool: Pool) {
+    pub(crate) fn push_block(
+        &mut self,
+        pa: u64,
+        va: u64,
+        h: &Header,
+        l: &PoolLayout,
+        pool: Pool,
+        allocated: bool,
+    ) {
         self.pa.push(pa);
         self.va.push(va);
         self.tag.push(tag::normalize(h.tag));
         self.size.push((h.size * l.block_unit) as u32);
         self.previous_size.push((h.prev * l.block_unit) as u32);
         self.pool.push(pool as u8);
-        self.allocated.push(h.pool_type != 0);
+        self.allocated.push(allocated);
+    }
+    /// Reorder the rows by physical address (the legacy scan's natural order).
+    pub(crate) fn sort_by_pa(&mut self) {
+        let mut idx: Vec<usize> = (0..self.pa.len()).collect();
+        idx.sort_by_key(|&i| self.pa[i]);
+        fn take<T: Copy>(v: &[T], idx: &[usize]) -> Vec<T> {
+            idx.iter().map(|&i| v[i]).collect()
+        }
+        self.pa = take(&self.pa, &idx);
+        self.va = take(&self.va, &idx);
+        self.tag = take(&self.tag, &idx);
+        self.size = take(&self.size, &idx);
+        self.previous_size = take(&self.previous_size, &idx);
+        self.pool = take(&self.pool, &idx);
+        self.allocated = take(&self.allocated, &idx);
     }
     fn append(&mut self, o: &mut Blocks) {
         self.pa.append(&mut o.pa);
@@ -122,7 +145,7 @@ pub struct PoolScan {
 }
 
 impl PoolScan {
-    fn merge(mut self, mut o: PoolScan) -> PoolScan {
+    pub(crate) fn merge(mut self, mut o: PoolScan) -> PoolScan {
         self.pages_scanned += o.pages_scanned;
         self.pool_pages += o.pool_pages;
         self.rejected_pages += o.rejected_pages;
@@ -138,15 +161,49 @@ impl PoolScan {
     }
 }
 
-struct Header {
-    prev: u64,
-    size: u64,
-    pool_type: u64,
-    tag: u32,
+pub(crate) struct Header {
+    pub prev: u64,
+    pub size: u64,
+    pub pool_type: u64,
+    pub tag: u32,
+}
+
+impl PoolScan {
+    /// Count one block in the per-(tag, pool) summary, and keep its row if `keep` wants it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn count(
+        &mut self,
+        keep: &Keep,
+        pa: u64,
+        va: impl FnOnce() -> u64,
+        h: &Header,
+        l: &PoolLayout,
+        pool: Pool,
+        allocated: bool,
+    ) {
+        let t = tag::normalize(h.tag);
+        let bytes = h.size * l.block_unit;
+        let c = self.tags.entry((t, pool)).or_default();
+        if allocated {
+            c.allocated += 1;
+            c.allocated_bytes += bytes;
+        } else {
+            c.free += 1;
+            c.free_bytes += bytes;
+        }
+        let wanted = match keep {
+            Keep::None => false,
+            Keep::All => true,
+            Keep::Tags(ts) => ts.contains(&t),
+        };
+        if wanted {
+            self.blocks.push_block(pa, va(), h, l, pool, allocated);
+        }
+    }
 }
 
 #[inline]
-fn header(page: &[u8], off: usize, l: &PoolLayout) -> Option<Header> {
+pub(crate) fn header(page: &[u8], off: usize, l: &PoolLayout) -> Option<Header> {
     let h = page.get(off..off + l.header_size)?;
     Some(Header {
         prev: u64::from(h[l.previous_size]),
@@ -236,28 +293,17 @@ fn scan_range(
         s.pages_scanned += 1;
         let mut va_base = None;
         let res = walk_chain(page, l, |off, h, pool_type| {
-            let t = tag::normalize(h.tag);
-            let allocated = h.pool_type != 0;
             let pool = Pool::classify(pool_type, l.paged_mask, l.session_mask);
-            let bytes = h.size * l.block_unit;
-            let c = s.tags.entry((t, pool)).or_default();
-            if allocated {
-                c.allocated += 1;
-                c.allocated_bytes += bytes;
-            } else {
-                c.free += 1;
-                c.free_bytes += bytes;
-            }
-            let wanted = match keep {
-                Keep::None => false,
-                Keep::All => true,
-                Keep::Tags(ts) => ts.contains(&t),
-            };
-            if wanted {
+            let va = || {
                 let base = *va_base.get_or_insert_with(|| rmap.va_of(pfn).unwrap_or(0));
-                let va = if base == 0 { 0 } else { base + off as u64 };
-                s.blocks.push(pfn * PAGE_SIZE + off as u64, va, h, l, pool);
-            }
+                if base == 0 {
+                    0
+                } else {
+                    base + off as u64
+                }
+            };
+            let pa = pfn * PAGE_SIZE + off as u64;
+            s.count(keep, pa, va, h, l, pool, h.pool_type != 0);
         });
         match res {
             Ok(()) => s.pool_pages += 1,

@@ -1,12 +1,26 @@
 //! The pool tagging database (POOL_TRACKER_TABLE): what `!poolused` and poolmon show.
+//!
+//! Windows 7 keeps one table, nt!PoolTrackTable. Windows 8 and later (profiles with
+//! `per_cpu_tag_tables`) count each allocation and free in the table of the processor that
+//! made it: nt!ExPoolTagTables holds one table pointer per processor, every key is also written
+//! to PoolTrackTable, and a tag that finds no slot goes to nt!PoolTrackTableExpansion. The
+//! figures are the sum over PoolTrackTable, every distinct non-null ExPoolTagTables[i] (a table
+//! is counted once, whichever slots name it) and the expansion table. A free on another
+//! processor than the allocation drives that processor's Bytes (and Allocs − Frees) below zero,
+//! so counters are summed modulo 2^64, as the kernel's own sums are.
 
 use super::globals::{self, Kernel, Sources};
+use super::layout::PoolLayout;
 use super::tag;
 use crate::error::{Error, Result};
 use crate::memory::Translator;
 
 /// A table larger than this is not a tracker table (real ones hold a few thousand entries).
-const MAX_ENTRIES: u64 = 1 << 22;
+pub(crate) const MAX_ENTRIES: u64 = 1 << 22;
+/// ExPoolTagTables slots (the kernel's crash-dump callback walks 0x800 of them).
+pub(crate) const MAX_PROCESSORS: usize = 0x800;
+/// An expansion table larger than this is not one (the kernel grows it a page at a time).
+pub(crate) const MAX_EXPANSION: u64 = 0x1_0000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TagUsage {
@@ -27,22 +41,61 @@ impl TagUsage {
     pub fn paged_in_use(&self) -> u64 {
         self.paged_allocs.saturating_sub(self.paged_frees)
     }
+    /// Add another table's counters, modulo 2^64 (per-processor counters wrap below zero).
     fn add(&mut self, o: &TagUsage) {
-        self.nonpaged_allocs += o.nonpaged_allocs;
-        self.nonpaged_frees += o.nonpaged_frees;
-        self.nonpaged_bytes += o.nonpaged_bytes;
-        self.paged_allocs += o.paged_allocs;
-        self.paged_frees += o.paged_frees;
-        self.paged_bytes += o.paged_bytes;
+        self.nonpaged_allocs = self.nonpaged_allocs.wrapping_add(o.nonpaged_allocs);
+        self.nonpaged_frees = self.nonpaged_frees.wrapping_add(o.nonpaged_frees);
+        self.nonpaged_bytes = self.nonpaged_bytes.wrapping_add(o.nonpaged_bytes);
+        self.paged_allocs = self.paged_allocs.wrapping_add(o.paged_allocs);
+        self.paged_frees = self.paged_frees.wrapping_add(o.paged_frees);
+        self.paged_bytes = self.paged_bytes.wrapping_add(o.paged_bytes);
     }
+}
+
+/// Which kernel table a set of rows came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// nt!PoolTrackTable.
+    Global,
+    /// A table named by nt!ExPoolTagTables that is not PoolTrackTable.
+    PerCpu,
+    /// nt!PoolTrackTableExpansion.
+    Expansion,
+}
+
+impl TableKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::Global => "PoolTrackTable",
+            TableKind::PerCpu => "ExPoolTagTables",
+            TableKind::Expansion => "PoolTrackTableExpansion",
+        }
+    }
+}
+
+/// One table summed into the figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRead {
+    pub kind: TableKind,
+    pub va: u64,
+    pub entries: u64,
+    /// The processors whose ExPoolTagTables slot names this table.
+    pub cpus: Vec<u32>,
+    /// Rows (non-zero keys) read from it.
+    pub rows: usize,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct TrackerTable {
+    /// nt!PoolTrackTable and its entry count.
     pub va: u64,
     pub entries: u64,
-    /// One row per tag with a non-zero key, in table order.
+    /// One row per non-zero key of every table read (PoolTrackTable first, then the distinct
+    /// per-processor tables, then the expansion table), each table in slot order.
+    /// [`TrackerTable::poolused`] sums them per tag.
     pub usage: Vec<TagUsage>,
+    /// The tables summed, in the order their rows appear in `usage`.
+    pub tables: Vec<TableRead>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +103,149 @@ pub enum SortBy {
     NonPagedBytes,
     PagedBytes,
     Allocs,
+}
+
+/// The rows (non-zero keys) of `entries` tracker entries at `va`.
+fn read_rows(
+    tr: &mut Translator,
+    layout: &PoolLayout,
+    va: u64,
+    entries: u64,
+    what: &str,
+) -> Result<Vec<TagUsage>> {
+    let e = &layout.tracker;
+    let (key, npa, npf, npb, pa, pf, pb) = (
+        e.field("Key")?,
+        e.field("NonPagedAllocs")?,
+        e.field("NonPagedFrees")?,
+        e.field("NonPagedBytes")?,
+        e.field("PagedAllocs")?,
+        e.field("PagedFrees")?,
+        e.field("PagedBytes")?,
+    );
+    let bytes = tr
+        .read_vec(va, (entries as usize) * e.size)
+        .map_err(|e| e.context(what))?;
+    Ok(bytes
+        .chunks_exact(e.size)
+        .filter_map(|row| {
+            let k = key.read(row) as u32;
+            (k != 0).then(|| TagUsage {
+                tag: tag::normalize(k),
+                nonpaged_allocs: npa.read(row),
+                nonpaged_frees: npf.read(row),
+                nonpaged_bytes: npb.read(row),
+                paged_allocs: pa.read(row),
+                paged_frees: pf.read(row),
+                paged_bytes: pb.read(row),
+            })
+        })
+        .collect())
+}
+
+/// The tracker hash (ReactOS expool.c, the same constant in Win8+ kernels).
+#[inline]
+pub(crate) fn hash(key: u32, mask: u64) -> u64 {
+    let r = 40543u64 * u64::from(key);
+    ((r & 0xFFFF_FFFF) ^ (r >> 32)) & mask
+}
+
+/// Whether the keys of a hashed tracker table (PoolTrackTableSize = 2^k+1 entries, the last
+/// the overflow bucket) are where linear probing puts them: every non-empty key at or after its
+/// hash slot, no empty slot between (keys are never removed). At least one key and one empty
+/// slot are required (a full or empty table proves nothing).
+pub(crate) fn hashed_keys_valid(keys: &[u32]) -> bool {
+    let n = keys.len();
+    if n < 3 || !(n - 1).is_power_of_two() {
+        return false;
+    }
+    let mask = n - 2;
+    let slots = &keys[..n - 1];
+    let Some(empty) = slots.iter().position(|&k| k == 0) else {
+        return false;
+    };
+    // run[s]: non-empty slots ending at s, walking the ring from an empty one.
+    let mut run = vec![0usize; n - 1];
+    for step in 1..n {
+        let s = (empty + step) & mask;
+        run[s] = if slots[s] != 0 {
+            run[(s + mask) & mask] + 1
+        } else {
+            0
+        };
+    }
+    let mut any = false;
+    for (s, &k) in slots.iter().enumerate() {
+        if k == 0 {
+            continue;
+        }
+        let h = hash(k, mask as u64) as usize;
+        if (s.wrapping_sub(h) & mask) >= run[s] {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
+/// A cheap test before a candidate size is read whole: in the first 0x1000 slots, keys whose
+/// hash slot is not after them validate without wrapping, and they outnumber the keys that
+/// would have wrapped around the table (random data fails here).
+pub(crate) fn prefix_plausible(
+    tr: &mut Translator,
+    layout: &PoolLayout,
+    table: u64,
+    n: u64,
+) -> bool {
+    let e = &layout.tracker;
+    let Ok(key) = e.field("Key") else {
+        return false;
+    };
+    let count = (n - 1).min(0x1000) as usize;
+    let Ok(raw) = tr.read_vec(table, count * e.size) else {
+        return false;
+    };
+    let mask = n - 2;
+    let (mut run, mut plain, mut wrapped) = (0usize, 0usize, 0usize);
+    for (s, row) in raw.chunks_exact(e.size).enumerate() {
+        let k = key.read(row) as u32;
+        if k == 0 {
+            run = 0;
+            continue;
+        }
+        run += 1;
+        let h = hash(k, mask) as usize;
+        if h > s {
+            wrapped += 1;
+        } else if s - h >= run {
+            return false;
+        } else {
+            plain += 1;
+        }
+    }
+    plain > 0 && wrapped <= plain
+}
+
+/// The distinct tables named by ExPoolTagTables slots, PoolTrackTable (`global`) excluded:
+/// (processors naming `global`, [(table, processors naming it)] in slot order). Null slots are
+/// skipped; a table named by several slots is listed once.
+pub(crate) fn distinct_tables(global: u64, slots: &[u64]) -> (Vec<u32>, Vec<(u64, Vec<u32>)>) {
+    let mut on_global = Vec::new();
+    let mut out: Vec<(u64, Vec<u32>)> = Vec::new();
+    for (cpu, &p) in slots.iter().enumerate() {
+        let cpu = cpu as u32;
+        if p == 0 {
+            continue;
+        }
+        if p == global {
+            on_global.push(cpu);
+        } else if let Some((_, cpus)) = out.iter_mut().find(|(t, _)| *t == p) {
+            cpus.push(cpu);
+        } else {
+            out.push((p, vec![cpu]));
+        }
+    }
+    (on_global, out)
 }
 
 impl TrackerTable {
@@ -63,43 +259,138 @@ impl TrackerTable {
                 format!("PoolTrackTable 0x{table:x} with {entries} entries is not a plausible tracker table"),
             ));
         }
-        let e = &layout.tracker;
-        let (key, npa, npf, npb, pa, pf, pb) = (
-            e.field("Key")?,
-            e.field("NonPagedAllocs")?,
-            e.field("NonPagedFrees")?,
-            e.field("NonPagedBytes")?,
-            e.field("PagedAllocs")?,
-            e.field("PagedFrees")?,
-            e.field("PagedBytes")?,
-        );
-        let bytes = tr
-            .read_vec(table, (entries as usize) * e.size)
-            .map_err(|e| e.context("PoolTrackTable"))?;
-        let usage = bytes
-            .chunks_exact(e.size)
-            .filter_map(|row| {
-                let k = key.read(row) as u32;
-                (k != 0).then(|| TagUsage {
-                    tag: tag::normalize(k),
-                    nonpaged_allocs: npa.read(row),
-                    nonpaged_frees: npf.read(row),
-                    nonpaged_bytes: npb.read(row),
-                    paged_allocs: pa.read(row),
-                    paged_frees: pf.read(row),
-                    paged_bytes: pb.read(row),
-                })
-            })
-            .collect();
-        Ok(Self {
+        let mut t = Self {
             va: table,
             entries,
-            usage,
-        })
+            ..Self::default()
+        };
+        t.add(
+            TableKind::Global,
+            table,
+            entries,
+            Vec::new(),
+            read_rows(tr, layout, table, entries, "PoolTrackTable")?,
+        );
+        if layout.per_cpu_tag_tables {
+            t.read_per_cpu(tr, k, sources)?;
+            t.read_expansion(tr, k, sources)?;
+            sources.insert("tag_tables".into(), t.describe());
+        }
+        Ok(t)
     }
 
-    /// `!poolused` rows: one per tag (rows of the same tag summed), entries whose bytes are
-    /// both 0 dropped (as WinDbg and ReactOS do), sorted, optionally the top N.
+    fn add(&mut self, kind: TableKind, va: u64, entries: u64, cpus: Vec<u32>, rows: Vec<TagUsage>) {
+        self.tables.push(TableRead {
+            kind,
+            va,
+            entries,
+            cpus,
+            rows: rows.len(),
+        });
+        self.usage.extend(rows);
+    }
+
+    /// ExPoolTagTables[0..NumberProcessors]: every distinct non-null table but PoolTrackTable.
+    fn read_per_cpu(
+        &mut self,
+        tr: &mut Translator,
+        k: Kernel,
+        sources: &mut Sources,
+    ) -> Result<()> {
+        let n = k.processors as usize;
+        if n == 0 || n > MAX_PROCESSORS {
+            return Err(Error::unsupported(format!(
+                "the dump header's NumberProcessors {n} is not a plausible count of ExPoolTagTables slots"
+            )));
+        }
+        let array = globals::locate(tr, "ExPoolTagTables", k, sources).map_err(|e| {
+            Error::unsupported(format!(
+                "the per-processor tag tables (nt!ExPoolTagTables) are needed for the tagging database of this build (PoolTrackTable alone holds one processor's share): {e}"
+            ))
+        })?;
+        let raw = tr
+            .read_vec(array, n * 8)
+            .map_err(|e| e.context("ExPoolTagTables"))?;
+        let slots: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        let (on_global, tables) = distinct_tables(self.va, &slots);
+        if let Some(g) = self.tables.first_mut() {
+            g.cpus = on_global;
+        }
+        for (p, cpus) in tables {
+            let what = format!("ExPoolTagTables[{}] (0x{p:x})", cpus[0]);
+            let rows = read_rows(tr, k.layout, p, self.entries, &what)?;
+            self.add(TableKind::PerCpu, p, self.entries, cpus, rows);
+        }
+        Ok(())
+    }
+
+    /// PoolTrackTableExpansion with PoolTrackTableExpansionSize entries, when there is one.
+    fn read_expansion(
+        &mut self,
+        tr: &mut Translator,
+        k: Kernel,
+        sources: &mut Sources,
+    ) -> Result<()> {
+        let p = globals::value_of(tr, "PoolTrackTableExpansion", k, sources);
+        let n = globals::value_of(tr, "PoolTrackTableExpansionSize", k, sources);
+        let (p, n) = match (p, n) {
+            (Ok(p), Ok(n)) => (p, n),
+            (Err(e), _) | (_, Err(e)) => {
+                sources.insert(
+                    "PoolTrackTableExpansion".into(),
+                    format!("not found, no expansion table summed: {e}"),
+                );
+                return Ok(());
+            }
+        };
+        if p == 0 || n == 0 {
+            return Ok(());
+        }
+        if n > MAX_EXPANSION {
+            return Err(Error::not_present(
+                p,
+                format!("PoolTrackTableExpansion 0x{p:x} with {n} entries is not a plausible expansion table"),
+            ));
+        }
+        let rows = read_rows(tr, k.layout, p, n, "PoolTrackTableExpansion")?;
+        self.add(TableKind::Expansion, p, n, Vec::new(), rows);
+        Ok(())
+    }
+
+    /// The tables summed, for `sources`.
+    fn describe(&self) -> String {
+        let cpus = |c: &[u32]| c.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let parts: Vec<String> = self
+            .tables
+            .iter()
+            .map(|t| match t.kind {
+                TableKind::Global if t.cpus.is_empty() => format!("PoolTrackTable 0x{:x}", t.va),
+                TableKind::Global => format!(
+                    "PoolTrackTable 0x{:x} (= ExPoolTagTables[{}], counted once)",
+                    t.va,
+                    cpus(&t.cpus)
+                ),
+                TableKind::PerCpu => format!("ExPoolTagTables[{}] 0x{:x}", cpus(&t.cpus), t.va),
+                TableKind::Expansion => format!(
+                    "PoolTrackTableExpansion 0x{:x} ({} entries; its layout is taken as _POOL_TRACKER_TABLE's, unsure)",
+                    t.va, t.entries
+                ),
+            })
+            .collect();
+        format!(
+            "sum modulo 2^64 of {} distinct table{}: {}",
+            self.tables.len(),
+            if self.tables.len() == 1 { "" } else { "s" },
+            parts.join("; ")
+        )
+    }
+
+    /// `!poolused` rows: one per tag (rows of the same tag summed over every table, modulo
+    /// 2^64), entries whose bytes are both 0 dropped (as WinDbg and ReactOS do), sorted,
+    /// optionally the top N.
     pub fn poolused(&self, sort: SortBy, top: Option<usize>) -> Vec<TagUsage> {
         let mut by_tag: std::collections::HashMap<u32, TagUsage> = std::collections::HashMap::new();
         for u in &self.usage {
@@ -120,8 +411,8 @@ impl TrackerTable {
                 SortBy::NonPagedBytes => (u.nonpaged_bytes, u.paged_bytes),
                 SortBy::PagedBytes => (u.paged_bytes, u.nonpaged_bytes),
                 SortBy::Allocs => (
-                    u.nonpaged_in_use() + u.paged_in_use(),
-                    u.nonpaged_bytes + u.paged_bytes,
+                    u.nonpaged_in_use().saturating_add(u.paged_in_use()),
+                    u.nonpaged_bytes.wrapping_add(u.paged_bytes),
                 ),
             };
             key(b).cmp(&key(a)).then(a.tag.cmp(&b.tag))
@@ -136,5 +427,118 @@ impl TrackerTable {
         let mut t = TagUsage::default();
         rows.iter().for_each(|u| t.add(u));
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(s: &[u8; 4]) -> u32 {
+        u32::from_le_bytes(*s)
+    }
+
+    /// A hashed table of `n` (2^k+1) entries with `keys` inserted by linear probing.
+    fn table(n: usize, keys: &[u32]) -> Vec<u32> {
+        let mask = n - 2;
+        let mut t = vec![0u32; n];
+        for &k in keys {
+            let mut s = hash(k, mask as u64) as usize;
+            while t[s] != 0 {
+                s = (s + 1) & mask;
+            }
+            t[s] = k;
+        }
+        t
+    }
+
+    #[test]
+    fn hashed_keys_validate_only_where_probing_puts_them() {
+        let keys: Vec<u32> = (0..40u32).map(|i| tag(b"Ab00") + (i << 24)).collect();
+        let t = table(65, &keys);
+        assert!(hashed_keys_valid(&t));
+        let mut not_2k1 = t.clone();
+        not_2k1.push(0);
+        assert!(!hashed_keys_valid(&not_2k1));
+        // the same keys read with a larger (wrong) size: most are now before their hash slot
+        let mut bigger = t.clone();
+        bigger.resize(129, 0);
+        assert!(!hashed_keys_valid(&bigger));
+        // a key one slot past its hash slot with that slot empty
+        let k = tag(b"Move");
+        let h = hash(k, 15) as usize;
+        let mut moved = vec![0u32; 17];
+        moved[(h + 1) & 15] = k;
+        assert!(!hashed_keys_valid(&moved));
+        moved[h] = tag(b"Fill");
+        assert_eq!(
+            hashed_keys_valid(&moved),
+            hash(tag(b"Fill"), 15) as usize == h
+        );
+        // full and empty tables prove nothing
+        assert!(!hashed_keys_valid(&[0u32; 33]));
+        assert!(!hashed_keys_valid(&[tag(b"Full"); 17]));
+    }
+
+    #[test]
+    fn a_table_listed_twice_is_counted_once() {
+        let g = 0xFFFF_FA80_0010_0000;
+        let (a, b) = (0xFFFF_FA80_0020_0000, 0xFFFF_FA80_0030_0000);
+        let (on_g, t) = distinct_tables(g, &[g, a, a, 0, b, g]);
+        assert_eq!(on_g, vec![0, 5]);
+        assert_eq!(t, vec![(a, vec![1, 2]), (b, vec![4])]);
+        let (on_g, t) = distinct_tables(g, &[a, b, a]);
+        assert!(on_g.is_empty());
+        assert_eq!(t, vec![(a, vec![0, 2]), (b, vec![1])]);
+    }
+
+    #[test]
+    fn per_cpu_counters_that_wrap_sum_to_the_kernel_figures() {
+        let t = tag(b"Leak");
+        let row = |npa: u64, npf: u64, npb: i64, pb: i64| TagUsage {
+            tag: t,
+            nonpaged_allocs: npa,
+            nonpaged_frees: npf,
+            nonpaged_bytes: npb as u64,
+            paged_allocs: 0,
+            paged_frees: 0,
+            paged_bytes: pb as u64,
+        };
+        // CPU 0 allocated 10 (0x1000 each), CPU 1 freed 7 of them, CPU 2 freed 1 and allocated 2
+        let tt = TrackerTable {
+            usage: vec![
+                row(10, 0, 0xA000, 0),
+                row(0, 7, -0x7000, -0x30),
+                row(2, 1, 0x1000, 0x30),
+                TagUsage {
+                    tag: tag(b"Zero"),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let rows = tt.poolused(SortBy::NonPagedBytes, None);
+        assert_eq!(rows.len(), 1);
+        let r = rows[0];
+        assert_eq!(
+            (
+                r.nonpaged_allocs,
+                r.nonpaged_frees,
+                r.nonpaged_bytes,
+                r.paged_bytes
+            ),
+            (12, 8, 0x4000, 0)
+        );
+        assert_eq!(r.nonpaged_in_use(), 4);
+        // a table that alone is below zero keeps its wrapped value (no panic, no saturation)
+        let one = TrackerTable {
+            usage: vec![row(0, 7, -0x7000, 0)],
+            ..Default::default()
+        };
+        let r = one.poolused(SortBy::Allocs, None)[0];
+        assert_eq!(r.nonpaged_bytes, (-0x7000i64) as u64);
+        assert_eq!(r.nonpaged_in_use(), 0);
+        let total = TrackerTable::total(&[r, r]);
+        assert_eq!(total.nonpaged_bytes, (-0xE000i64) as u64);
     }
 }

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::kernel::fields::{Entry, FieldAt};
 use crate::kernel::{Profile, Symbols};
 use crate::pool::globals::Sources;
+use crate::verifier::{TAG_IRP_TRACES, TAG_POOL_TRACES};
 
 /// Profile section → ISF type name.
 const SYMBOL_TYPES: [(&str, &str); 12] = [
@@ -57,6 +58,8 @@ const MAX_ENTRIES_PER_PAGE: usize = 0x1000;
 /// Stack frames per log record: at most 255, as a record's depth is a u8 column.
 const MAX_FRAMES: usize = 255;
 const MAX_STRUCT: usize = 0x10000;
+/// Pool tags a profile may list per log (`verifier.tags`).
+const MAX_TAGS: usize = 8;
 
 /// Where the per-driver entries are (`verifier.driver_list` in the profile).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +103,35 @@ pub struct VerifierLayout {
     pub pool_trace_frames: usize,
     pub irp_trace_frames: usize,
     pub node_links: u64,
+    /// Pool tags of the pool log's buffer, tried in order when it is found without symbols
+    /// (`verifier.tags.pool_trace`; VfPT when the profile does not say).
+    pub pool_trace_tags: Vec<u32>,
+    /// Pool tags of the IRP log's buffer (`verifier.tags.irp_trace`; VfIT by default).
+    pub irp_trace_tags: Vec<u32>,
+}
+
+/// `verifier.tags.<name>`: a list of 4-character pool tags, or `default` when absent.
+fn tags(
+    p: &Profile,
+    v: &serde_json::Map<String, Value>,
+    name: &str,
+    default: u32,
+) -> Result<Vec<u32>> {
+    let bad = |m: String| Error::format(0, format!("profile {}: verifier.tags.{name} {m}", p.name));
+    let Some(list) = v.get("tags").and_then(|t| t.get(name)) else {
+        return Ok(vec![default]);
+    };
+    let items = list
+        .as_array()
+        .filter(|a| (1..=MAX_TAGS).contains(&a.len()))
+        .ok_or_else(|| bad(format!("must be a list of 1..{MAX_TAGS} tags")))?;
+    items
+        .iter()
+        .map(|t| match t.as_str().map(str::as_bytes) {
+            Some(&[a, b, c, d]) => Ok(u32::from_le_bytes([a, b, c, d])),
+            _ => Err(bad(format!("{t} is not a 4-character tag"))),
+        })
+        .collect()
 }
 
 fn section(
@@ -190,6 +222,8 @@ impl VerifierLayout {
                 DriverList::MiList => constant("avl_node_links").unwrap_or(0),
                 DriverList::SuspectListAvl => constant("avl_node_links")?,
             },
+            pool_trace_tags: tags(p, v, "pool_trace", TAG_POOL_TRACES)?,
+            irp_trace_tags: tags(p, v, "irp_trace", TAG_IRP_TRACES)?,
         };
         l.validate(&p.name)?;
         Ok(l)
@@ -355,6 +389,75 @@ mod tests {
         assert!(w7.mi_entry.is_none());
         assert_eq!(w7.avl_table.size, 0x70);
         assert_eq!(w7.target.field("VerifiedData").unwrap().offset(), 0x28);
+    }
+
+    #[test]
+    fn per_build_layouts() {
+        let tag = |t: &[u8; 4]| u32::from_le_bytes(*t);
+        for build in [7601, 17763, 19041, 22000, 22631, 26100] {
+            let l = VerifierLayout::from_profile(&profile(build)).unwrap();
+            assert_eq!(l.driver_list, DriverList::SuspectListAvl, "{build}");
+            assert_eq!(l.pool_entry.size, 0x20, "{build}");
+            assert_eq!(l.node_links, 0x20, "{build}");
+            assert_eq!(l.irp_trace.size, 0x80, "{build}");
+            assert_eq!(l.irp_trace_frames, 13, "{build}");
+            assert_eq!(l.irp_trace_tags, [tag(b"VfIT")], "{build}");
+            let st = l.pool_trace.field("StackTrace").unwrap().offset();
+            assert!(st + 8 * l.pool_trace_frames <= l.pool_trace.size, "{build}");
+            let (size, frames, tags): (usize, usize, Vec<u32>) = if build >= 22000 {
+                (0x1A8, 50, vec![tag(b"ViIn"), tag(b"VfPT")])
+            } else {
+                (0x80, 13, vec![tag(b"VfPT")])
+            };
+            assert_eq!(
+                (l.pool_trace.size, l.pool_trace_frames, l.pool_trace_tags),
+                (size, frames, tags),
+                "{build}"
+            );
+        }
+        let off = |e: &Entry, n: &str| e.field(n).unwrap().offset();
+        let rs5 = VerifierLayout::from_profile(&profile(17763)).unwrap();
+        assert_eq!(rs5.mm_data.size, 0xA8);
+        assert_eq!(off(&rs5.mm_data, "PagedBytes"), 0x50);
+        assert_eq!(off(&rs5.verified, "CurrentPagedPoolAllocations"), 0x60);
+        assert_eq!(off(&rs5.verified, "PeakNonPagedBytes"), 0x88);
+        assert_eq!(off(&rs5.target, "VerifiedData"), 0x38);
+        let w11 = VerifierLayout::from_profile(&profile(22631)).unwrap();
+        assert_eq!(w11.mm_data.size, 0xB0);
+        assert_eq!(off(&w11.mm_data, "AllocationFreed"), 0x30);
+        assert_eq!(off(&w11.mm_data, "Loads"), 0x34);
+        assert_eq!(off(&w11.mm_data, "PagedBytes"), 0x58);
+        assert_eq!(off(&w11.verified, "CurrentPagedPoolAllocations"), 0x70);
+        assert_eq!(off(&w11.verified, "PeakNonPagedBytes"), 0x98);
+        assert_eq!(off(&w11.suspect, "BaseName.Buffer"), 0x20);
+        assert_eq!(w11.avl_tree.size, 0x28);
+        let nkl = VerifierLayout::from_profile(&profile(26100)).unwrap();
+        assert_eq!(nkl.mm_data.size, 0x98);
+        assert_eq!(off(&nkl.mm_data, "VerifyMode"), 0x84);
+        assert_eq!(nkl.suspect.size, 0x38);
+        assert_eq!(off(&nkl.suspect, "BaseName.Length"), 0x28);
+        assert_eq!(off(&nkl.suspect, "BaseName.Buffer"), 0x30);
+        assert_eq!(nkl.avl_tree.size, 0x20);
+        assert_eq!(off(&nkl.avl_tree, "TablesNo"), 0x18);
+        assert_eq!(nkl.target.size, 0x48);
+        assert_eq!(off(&nkl.target, "VerifiedData"), 0x40);
+        assert!(nkl.target.field("SessionId").is_err());
+        assert_eq!(nkl.verified.size, 0x120);
+        assert_eq!(off(&nkl.verified, "PagedBytes"), 0x80);
+    }
+
+    #[test]
+    fn profile_tags_are_checked() {
+        let with = |tags: serde_json::Value| {
+            let mut p = profile(26100);
+            p.extra.get_mut("verifier").unwrap()["tags"]["pool_trace"] = tags;
+            VerifierLayout::from_profile(&p)
+        };
+        assert!(with(serde_json::json!(["TooLong"])).is_err());
+        assert!(with(serde_json::json!([])).is_err());
+        assert!(with(serde_json::json!("ViIn")).is_err());
+        let l = with(serde_json::json!(["Abcd"])).unwrap();
+        assert_eq!(l.pool_trace_tags, [u32::from_le_bytes(*b"Abcd")]);
     }
 
     #[test]

@@ -11,10 +11,11 @@ use std::hash::Hasher;
 
 use super::layout::VerifierLayout;
 use super::tracked::{FxBuild, FxHasher};
-use super::{Context, Memory, TAG_IRP_TRACES, TAG_POOL_TRACES};
+use super::{Context, Memory};
 use crate::error::{Error, Result};
 use crate::kernel::fields::{Entry, FieldAt};
 use crate::pool::globals::Sources;
+use crate::pool::tag;
 
 /// Largest log accepted (Windows 11 caps an explicit length at 0x800000).
 pub const MAX_LENGTH: u64 = 0x80_0000;
@@ -515,31 +516,36 @@ pub fn read_log<C: Columns>(
     Ok(log)
 }
 
-/// Which log: its globals, entry layout and pool tag.
+/// Which log: its globals, and the pool tags of its buffer (from the profile).
 #[derive(Debug, Clone, Copy)]
 pub struct Which {
     pub buffer: &'static str,
     pub index: &'static str,
     pub length: &'static str,
-    pub tag: u32,
-    pub tag_name: &'static str,
+    pub tags: fn(&VerifierLayout) -> &[u32],
 }
 
 pub const POOL_LOG: Which = Which {
     buffer: "VfPoolTraces",
     index: "VfPoolTracesIndex",
     length: "VfPoolTracesLength",
-    tag: TAG_POOL_TRACES,
-    tag_name: "VfPT",
+    tags: |l| &l.pool_trace_tags,
 };
 
 pub const IRP_LOG: Which = Which {
     buffer: "IovIrpTraces",
     index: "IovIrpTracesIndex",
     length: "IovIrpTracesLength",
-    tag: TAG_IRP_TRACES,
-    tag_name: "VfIT",
+    tags: |l| &l.irp_trace_tags,
 };
+
+/// "VfPT" or "ViIn or VfPT".
+fn tag_names(tags: &[u32]) -> String {
+    tags.iter()
+        .map(|&t| tag::to_string(t))
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
 
 /// Read a log through the symbol table's globals, else through its pool tag (a big-pool entry,
 /// else a block from the page scan); `sources` says which.
@@ -577,7 +583,8 @@ pub fn read<C: Columns>(
         );
         return read_log(m, l, buffer, Some(index), length);
     }
-    let (buffer, bytes, how) = find_buffer(ctx, which).ok_or_else(|| {
+    let tags = (which.tags)(l);
+    let (buffer, bytes, how, found) = find_buffer(ctx, tags).ok_or_else(|| {
         let big = if ctx.bigpool.is_some() {
             "the big-pool table holds none"
         } else {
@@ -589,7 +596,8 @@ pub fn read<C: Columns>(
         };
         Error::unsupported(format!(
             "no symbols for {}, and no pool allocation tagged {}: {big}; {scan}",
-            which.buffer, which.tag_name
+            which.buffer,
+            tag_names(tags)
         ))
     })?;
     let length = (bytes / entry.size as u64).min(MAX_LENGTH) as u32;
@@ -597,30 +605,33 @@ pub fn read<C: Columns>(
         which.buffer.into(),
         format!(
             "heuristic: {how} tagged {} ({length} entries in slot order; which is newest is unknown without {})",
-            which.tag_name, which.index
+            tag::to_string(found), which.index
         ),
     );
     read_log(m, l, buffer, None, length)
 }
 
-/// The largest live allocation of the log's tag: (buffer VA, bytes, what it was).
-fn find_buffer(ctx: &Context, which: Which) -> Option<(u64, u64, &'static str)> {
-    let big = ctx
-        .bigpool
-        .into_iter()
-        .flat_map(|b| b.pages.iter())
-        .filter(|p| p.tag == which.tag && !p.free && p.va != 0)
-        .max_by_key(|p| p.bytes)
-        .map(|p| (p.va, p.bytes, "big-pool entry"));
+/// The largest live allocation of the log's first tag that has one: (buffer VA, bytes, what it
+/// was, its tag). Big-pool entries first, then blocks of the page scan.
+fn find_buffer(ctx: &Context, tags: &[u32]) -> Option<(u64, u64, &'static str, u32)> {
     let header = ctx.pool.map_or(0, |p| p.header_size as u64);
-    big.or_else(|| {
-        ctx.blocks
-            .as_ref()
-            .ok()?
-            .iter()
-            .filter(|b| b.tag == which.tag && b.bytes > header)
-            .max_by_key(|b| b.bytes)
-            .map(|b| (b.va + header, b.bytes - header, "pool block"))
+    tags.iter().find_map(|&want| {
+        let big = ctx
+            .bigpool
+            .into_iter()
+            .flat_map(|b| b.pages.iter())
+            .filter(|p| tag::normalize(p.tag) == want && !p.free && p.va != 0)
+            .max_by_key(|p| p.bytes)
+            .map(|p| (p.va, p.bytes, "big-pool entry", want));
+        big.or_else(|| {
+            ctx.blocks
+                .as_ref()
+                .ok()?
+                .iter()
+                .filter(|b| tag::normalize(b.tag) == want && b.bytes > header)
+                .max_by_key(|b| b.bytes)
+                .map(|b| (b.va + header, b.bytes - header, "pool block", want))
+        })
     })
 }
 

@@ -31,13 +31,16 @@ use crate::pool::{tag, BigPool, Blocks, Pool, PoolLayout};
 /// Pool tags of the verifier's own allocations (shared/specs/verifier.md §4.2, §6.2, §7.1).
 pub const TAG_VERIFIED_DATA: u32 = u32::from_le_bytes(*b"VfVD");
 pub const TAG_POOL_TRACES: u32 = u32::from_le_bytes(*b"VfPT");
+/// The pool log's tag in Windows 11 ViPtInitCircularPoolTrace (§6.2); profiles list it.
+pub const TAG_POOL_TRACES_WIN11: u32 = u32::from_le_bytes(*b"ViIn");
 pub const TAG_IRP_TRACES: u32 = u32::from_le_bytes(*b"VfIT");
 /// MI_VERIFIER_DRIVER_ENTRY (Vista and older): 'dLmM' in Server 2003 verifier.c.
 pub const TAG_MI_ENTRY: u32 = u32::from_le_bytes(*b"MmLd");
-/// What the heuristics look for in a pool scan.
-pub const HEURISTIC_TAGS: [u32; 4] = [
+/// What the heuristics look for in a pool scan (a profile's `verifier.tags` are among them).
+pub const HEURISTIC_TAGS: [u32; 5] = [
     TAG_VERIFIED_DATA,
     TAG_POOL_TRACES,
+    TAG_POOL_TRACES_WIN11,
     TAG_IRP_TRACES,
     TAG_MI_ENTRY,
 ];

@@ -32,15 +32,21 @@ def expected_poolused(truth):
     return {t: v for t, v in acc.items() if v["nonpaged_bytes"] or v["paged_bytes"]}
 
 
-@pytest.fixture(scope="module")
-def win7(forged):
-    path, truth = forged("win7sp1")
+BUILDS = ["win7sp1", "win10-19045", "win11-26100"]
+"""Every pool test runs on Windows 7 SP1 (legacy pool), 10 22H2 and 11 24H2 (segment heap)."""
+
+
+@pytest.fixture(scope="module", params=BUILDS)
+def win7(forged, request):
+    """The background-pool scenario of each build (named for the first one)."""
+    path, truth = forged(request.param)
     return path, truth.to_dict()
 
 
-@pytest.fixture(scope="module")
-def leak(forged):
-    path, truth = forged("win7sp1-leak")
+@pytest.fixture(scope="module", params=[f"{b}-leak" for b in BUILDS])
+def leak(forged, request):
+    """The blog's leak (tag Leak, myfault.sys) on each build."""
+    path, truth = forged(request.param)
     return path, truth.to_dict()
 
 
@@ -239,7 +245,7 @@ def test_scan_pool_blocks_and_summaries_equal_truth(win7):
     s = res.summary
     assert s["pool_pages"] == t["pool"]["scan"]["pool_pages"]
     assert s["rejected_pages"] == t["pool"]["scan"]["rejected_pages"]
-    assert s["layouts"] == ["legacy"]
+    assert s["layouts"] == [t["pool"]["layout"]]
     key = lambda r: (r["tag"], r["pool"])  # noqa: E731
     assert sorted(s["tags"], key=key) == sorted(t["pool"]["scan"]["tags"], key=key)
 
@@ -345,7 +351,7 @@ def test_consistent_dump_has_no_disagreement_and_corrupt_pages_are_counted(win7)
 
 
 def test_scan_json_has_the_stable_keys(leak):
-    path, _ = leak
+    path, t = leak
     out = subprocess.run(
         [sys.executable, "-m", "poolscope.cli", "scan", str(path), "--json"],
         check=True,
@@ -381,7 +387,7 @@ def test_scan_json_has_the_stable_keys(leak):
     assert set(doc["findings"][0]) == {"kind", "severity", "summary", "evidence"}
     assert doc["sources"]["PoolTrackTable"] == "KDBG"
     assert doc["sources"]["PoolBigPageTable"].startswith("heuristic")
-    assert doc["dump"]["build"] == 7601
+    assert doc["dump"]["build"] == t["build"]
 
 
 def test_poolfind_cli_lists_the_leak(leak):

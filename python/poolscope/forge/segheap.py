@@ -139,6 +139,9 @@ class _Chunk:
     tag: int = 0
     block_units: int = 0
     internal: bool = False
+    cross: int = 0
+    """Bytes from the chunk header to the next page, where the pool header of a block that
+    would straddle the page starts (0: the header follows the chunk header)."""
 
 
 @dataclass
@@ -209,7 +212,9 @@ class SegmentHeapPoolBuilder(PoolBuilder):
 
     def _place_vs(self, pool: str, item: _Item, internal: bool) -> Block | None:
         need = (item.units * self.lay.unit + self.seg.chunk) // 16
+        body = item.units * self.lay.unit
         sub = self.vs.get(pool)
+        cross = 0
         while True:
             if sub is None:
                 va, pfns = self._pages(pool, VS_PAGES)
@@ -217,16 +222,24 @@ class SegmentHeapPoolBuilder(PoolBuilder):
             page_end = (sub.off // PAGE_SIZE + 1) * PAGE_SIZE
             if sub.off + need * 16 <= page_end:
                 break
+            rest = page_end - sub.off
+            # A block may not straddle a page: the chunk spans the boundary and the pool
+            # header starts the next page (MemProcFS adjusts blocks crossing by over 0x40).
+            straddle = item.allocated and body > 0x40 and rest >= 0x20
+            if straddle and page_end + body <= VS_PAGES * PAGE_SIZE and self.rng.random() < 0.3:
+                cross = rest
+                need = (rest + body) // 16
+                break
             self._pad(sub, page_end)
             if page_end >= VS_PAGES * PAGE_SIZE:
                 self._close_vs(sub)
                 sub = None
-        c = _Chunk(sub.off, need, item.allocated, item.tag, item.units, internal)
+        c = _Chunk(sub.off, need, item.allocated, item.tag, item.units, internal, cross)
         sub.chunks.append(c)
         sub.off += need * 16
         if not item.allocated:
             return None
-        off = c.off + self.seg.chunk
+        off = c.off + (cross or self.seg.chunk)
         pfn = sub.pfns[off // PAGE_SIZE]
         return Block(pfn * PAGE_SIZE + off % PAGE_SIZE, sub.va + off, item.tag, item.units, 0,
                      pool, True, internal)  # fmt: skip
@@ -316,16 +329,21 @@ class SegmentHeapPoolBuilder(PoolBuilder):
             _Q.pack_into(buf, at, plain ^ va ^ self.heap_key)
             prev = c.units
             if c.allocated:
-                slack = c.units * 16 - s.chunk - c.block_units * lay.unit
+                head = c.cross or s.chunk
+                slack = c.units * 16 - head - c.block_units * lay.unit
                 seg_page = (c.off // PAGE_SIZE) & 0xFF
                 struct.pack_into("<II", buf, at + 8, seg_page | (0x100 if slack else 0), 0)
-                h = at + s.chunk
-                buf[h : h + lay.header_size] = self._hdr(c.block_units, sub.pool, True, c.tag)
+                if c.cross:  # the chunk's tail in this page: stale bytes
+                    self._body(buf, at + s.chunk, c.cross - s.chunk, sub.pfns[0] + n)
+                hoff = c.off + head
+                hpage, h = hoff // PAGE_SIZE, hoff % PAGE_SIZE
+                hbuf = bufs[hpage]
+                hbuf[h : h + lay.header_size] = self._hdr(c.block_units, sub.pool, True, c.tag)
                 if not c.internal:
-                    n_body = c.units * 16 - s.chunk - lay.header_size
-                    self._body(buf, h + lay.header_size, n_body, sub.pfns[0] + n)
-                pages[c.off // PAGE_SIZE].blocks.append(
-                    Block(sub.pfns[c.off // PAGE_SIZE] * PAGE_SIZE + h, va + s.chunk, c.tag,
+                    n_body = c.units * 16 - head - lay.header_size
+                    self._body(hbuf, h + lay.header_size, n_body, sub.pfns[0] + n)
+                pages[hpage].blocks.append(
+                    Block(sub.pfns[hpage] * PAGE_SIZE + h, sub.va + hoff, c.tag,
                           c.block_units, 0, sub.pool, True, c.internal)
                 )  # fmt: skip
             else:

@@ -10,6 +10,7 @@ from collections import defaultdict
 import pytest
 
 import poolscope
+from dump_util import patch_va
 from isf_util import isf
 from poolscope.forge import load_profile
 
@@ -182,15 +183,6 @@ def test_wrapped_per_cpu_bytes_sum_right(forged, scenario):
     assert rows == expected_poolused(t)
 
 
-def _patch(path, dump, va: int, data: bytes, truth) -> None:
-    """Overwrite the bytes at kernel VA ``va`` in the dump file (same page)."""
-    pa = dump.translate(va).pa
-    off = truth.file_offset(pa >> 12) + (pa & 0xFFF)
-    with open(path, "r+b") as f:
-        f.seek(off)
-        f.write(data)
-
-
 @pytest.mark.parametrize("symbols", [None, "isf"])
 def test_a_table_listed_twice_is_counted_once(forged, tmp_path, symbols):
     src, truth = forged("win10-19045")
@@ -201,7 +193,7 @@ def test_a_table_listed_twice_is_counted_once(forged, tmp_path, symbols):
     path = tmp_path / "twice.dmp"
     path.write_bytes(src.read_bytes())
     with poolscope.open(path) as dump:  # ExPoolTagTables[2] := ExPoolTagTables[1]
-        _patch(path, dump, tr["tag_tables"]["va"] + 16, slots[1].to_bytes(8, "little"), truth)
+        patch_va(path, dump, tr["tag_tables"]["va"] + 16, slots[1].to_bytes(8, "little"), truth)
     kept = [x for x in tr["tables"] if x["va"] != slots[2]]
     want = summed([r for x in kept for r in x["rows"]])
     with open_dump(path, t, symbols, tmp_path) as dump:
@@ -221,7 +213,7 @@ def test_no_expansion_table_and_missing_per_cpu_tables(forged, tmp_path):
     path = tmp_path / "noexp.dmp"
     path.write_bytes(src.read_bytes())
     with poolscope.open(path) as dump:
-        _patch(path, dump, t["symbols"]["PoolTrackTableExpansion"], bytes(8), truth)
+        patch_va(path, dump, t["symbols"]["PoolTrackTableExpansion"], bytes(8), truth)
     kept = [x for x in tr["tables"] if x["kind"] != "expansion"]
     with open_dump(path, t, "isf", tmp_path) as dump:
         assert got_rows(dump.poolused()) == summed([r for x in kept for r in x["rows"]])
@@ -230,7 +222,7 @@ def test_no_expansion_table_and_missing_per_cpu_tables(forged, tmp_path):
         doc = dump.analyze()
     assert doc["sources"]["PoolTrackTableExpansion"].startswith("not found")
     with poolscope.open(path) as dump:
-        _patch(path, dump, tr["tag_tables"]["va"], bytes(8), truth)
+        patch_va(path, dump, tr["tag_tables"]["va"], bytes(8), truth)
     with poolscope.open(path) as dump:
         doc = dump.analyze()
         with pytest.raises(poolscope.PoolscopeError, match="ExPoolTagTables"):

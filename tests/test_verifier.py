@@ -14,6 +14,7 @@ import sys
 import pytest
 
 import poolscope
+from dump_util import patch_va
 from isf_util import isf
 
 SCENARIOS = [
@@ -277,15 +278,6 @@ def test_cli_verifier_json(verified):
     assert e["caller_symbol"] == "myfault+0x1634"
 
 
-def _patch(path, dump, va: int, data: bytes, truth) -> None:
-    """Overwrite the bytes at kernel VA ``va`` in the dump file (same page)."""
-    pa = dump.translate(va).pa
-    off = truth.file_offset(pa >> 12) + (pa & 0xFFF)
-    with open(path, "r+b") as f:
-        f.seek(off)
-        f.write(data)
-
-
 def test_corrupt_tracker_page_and_log_are_reported_and_skipped(forged, tmp_path):
     src, truth = forged("win7sp1-verifier")
     t = truth.to_dict()
@@ -298,9 +290,11 @@ def test_corrupt_tracker_page_and_log_are_reported_and_skipped(forged, tmp_path)
     assert len(pages) >= 2
     with poolscope.open(path) as dump:
         # The second tracker page of vrfdemo.sys loses its signature (page header +0x10) ...
-        _patch(path, dump, pages[1] + 0x10, b"\xde\xad\xbe\xef" * 2, truth)
+        patch_va(path, dump, pages[1] + 0x10, b"\xde\xad\xbe\xef" * 2, truth)
         # ... and the pool log's length variable stops being a power of two.
-        _patch(path, dump, t["symbols"]["VfPoolTracesLength"], (0x3FF).to_bytes(4, "little"), truth)
+        patch_va(
+            path, dump, t["symbols"]["VfPoolTracesLength"], (0x3FF).to_bytes(4, "little"), truth
+        )
     with poolscope.open(path, symbols=sym) as dump:
         v = dump.verifier()
         rep = poolscope.scan(path, symbols=sym)

@@ -314,15 +314,9 @@ fn scan_range(
     s
 }
 
-/// Scan every present page in parallel (legacy allocator). Blocks come back in PA order.
-pub fn scan(
-    phys: &PhysicalMemory,
-    rmap: &ReverseMap,
-    layout: &PoolLayout,
-    keep: &Keep,
-) -> PoolScan {
-    let chunks: Vec<(u64, u64)> = phys
-        .present_runs()
+/// The present pages in rayon-task-sized ranges `(first PFN, end PFN)`.
+pub(crate) fn page_chunks(phys: &PhysicalMemory) -> Vec<(u64, u64)> {
+    phys.present_runs()
         .iter()
         .flat_map(|r| {
             let end = r.base_page + r.page_count;
@@ -330,8 +324,17 @@ pub fn scan(
                 .step_by(CHUNK_PAGES as usize)
                 .map(move |s| (s, (s + CHUNK_PAGES).min(end)))
         })
-        .collect();
-    chunks
+        .collect()
+}
+
+/// Scan every present page in parallel (legacy allocator). Blocks come back in PA order.
+pub fn scan(
+    phys: &PhysicalMemory,
+    rmap: &ReverseMap,
+    layout: &PoolLayout,
+    keep: &Keep,
+) -> PoolScan {
+    page_chunks(phys)
         .par_iter()
         .map(|&(s, e)| {
             let r = scan_range(phys, rmap, layout, s, e, keep);

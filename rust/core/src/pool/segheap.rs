@@ -22,15 +22,15 @@ use serde_json::Value;
 
 use super::globals::{self, Kernel, Sources};
 use super::layout::PoolLayout;
-use super::pages::{header, Header, Keep, Pool, PoolScan};
+use super::pages::{header, page_chunks, Header, Keep, Pool, PoolScan};
 use super::tag;
 use crate::bytes::parse_int;
 use crate::container::PAGE_SIZE;
 use crate::error::{Error, Result};
+use crate::kernel::fields::FieldAt;
+use crate::kernel::Symbols;
 use crate::memory::{AddressSpace, PhysicalMemory, ReverseMap, Translator};
 
-/// Pages per rayon task in the candidate pass (as the legacy scan).
-const CHUNK_PAGES: u64 = 8192;
 /// Candidate subsegments per task in the walk pass.
 const WALK_BATCH: usize = 64;
 /// Subsegments larger than this are not believed (MemProcFS's 1 MiB sanity bound).
@@ -40,14 +40,23 @@ const KEY_SAMPLE: usize = 4096;
 /// Slack an allocated VS chunk may have beyond its pool block (alignment / unused bytes).
 const MAX_SLACK: u64 = 0x40;
 
-/// The profile's `pool.segment_heap` section.
+/// ISF types that replace the profile's segment-heap layouts ([`SegLayout::apply_symbols`]).
+const VS_SUBSEGMENT: &str = "_HEAP_VS_SUBSEGMENT";
+const VS_CHUNK_HEADER: &str = "_HEAP_VS_CHUNK_HEADER";
+const LFH_SUBSEGMENT: &str = "_HEAP_LFH_SUBSEGMENT";
+const HEAP_GLOBALS: &str = "_RTLP_HP_HEAP_GLOBALS";
+/// A plausible _HEAP_VS_CHUNK_HEADER size from a symbol table (0x10 on every build).
+const MAX_CHUNK_HEADER: usize = 0x100;
+
+/// The profile's `pool.segment_heap` section (a symbol table's types replace its layouts).
 #[derive(Debug, Clone)]
 pub struct SegLayout {
     pub keys_global: String,
     heap_key: u64,
     lfh_key: u64,
-    vs_size: usize,
-    vs_signature: usize,
+    /// _HEAP_VS_SUBSEGMENT.Size (in `vs_unit`s) and .Signature (15 bits: Size ^ `vs_xor`).
+    vs_size: FieldAt,
+    vs_signature: FieldAt,
     vs_xor: u16,
     vs_first: u64,
     vs_unit: u64,
@@ -84,8 +93,8 @@ impl SegLayout {
                 .to_string(),
             heap_key: num(&["keys", "HeapKey"])?,
             lfh_key: num(&["keys", "LfhKey"])?,
-            vs_size: num(&["vs_subsegment", "Size"])? as usize,
-            vs_signature: num(&["vs_subsegment", "Signature"])? as usize,
+            vs_size: u16_field(num(&["vs_subsegment", "Size"])?, 16)?,
+            vs_signature: u16_field(num(&["vs_subsegment", "Signature"])?, 15)?,
             vs_xor: num(&["vs_subsegment", "signature_xor"])? as u16,
             vs_first: num(&["vs_subsegment", "first_chunk"])?,
             vs_unit: num(&["vs_subsegment", "size_unit"])?,
@@ -99,6 +108,62 @@ impl SegLayout {
             lfh_bitmap: num(&["lfh_subsegment", "BlockBitmap"])? as usize,
             va_shift_full: get(&["lfh_subsegment", "va_shift"])?.as_str() == Some("full"),
         })
+    }
+
+    /// Replace the profile's layouts with a symbol table's, type by type: a type is taken only
+    /// when it has every member read here (so a type's layout never mixes the two), and each
+    /// one taken is recorded in `sources`. The chunk header's bit positions are taken where
+    /// the table gives `Sizes.UnsafeSize`, `.UnsafePrevSize` and `.Allocated` as bitfields.
+    pub fn apply_symbols(&mut self, syms: &Symbols, sources: &mut Sources) {
+        let mut took = |ty: &str| {
+            sources.insert(ty.into(), format!("symbols {}", syms.origin));
+        };
+        // Offsets inside a subsegment's first page (or the heap globals' first page).
+        let offsets = |ty: &str, names: [&str; 2]| {
+            names.map(|n| {
+                syms.member_offset(ty, n)
+                    .filter(|&o| o + 8 <= PAGE_SIZE as usize)
+            })
+        };
+        let in_page = |f: FieldAt| f.end() <= PAGE_SIZE as usize;
+        let vs =
+            ["Size", "Signature"].map(|n| syms.resolve(VS_SUBSEGMENT, n).filter(|f| in_page(*f)));
+        if let [Some(size), Some(sig)] = vs {
+            (self.vs_size, self.vs_signature) = (size, sig);
+            took(VS_SUBSEGMENT);
+        }
+        let chunk = syms.types.get(VS_CHUNK_HEADER).map(|t| t.size);
+        if let Some(size) = chunk.filter(|s| (1..=MAX_CHUNK_HEADER).contains(s)) {
+            // Bit position in HeaderBits (the u64 at +0) of a field of the expected length.
+            let bit = |name: &str, bits: u8| {
+                let f = syms.resolve(VS_CHUNK_HEADER, &format!("Sizes.{name}"))?;
+                (f.bits() == bits && f.end() <= 8)
+                    .then(|| f.offset() as u32 * 8 + u32::from(f.shift()))
+            };
+            let sizes = (
+                bit("UnsafeSize", 16),
+                bit("UnsafePrevSize", 16),
+                bit("Allocated", 8),
+            );
+            if let (Some(size), Some(prev), Some(alloc)) = sizes {
+                (self.size_shift, self.prev_shift, self.alloc_shift) = (size, prev, alloc);
+            }
+            self.chunk = size as u64;
+            took(VS_CHUNK_HEADER);
+        }
+        let lfh = offsets(LFH_SUBSEGMENT, ["FreeCount", "BlockCount"]);
+        let blocks = offsets(LFH_SUBSEGMENT, ["BlockOffsets", "BlockBitmap"]);
+        if let ([Some(free), Some(count)], [Some(offs), Some(bitmap)]) = (lfh, blocks) {
+            self.lfh_free_count = free;
+            self.lfh_block_count = count;
+            self.lfh_offsets = offs;
+            self.lfh_bitmap = bitmap;
+            took(LFH_SUBSEGMENT);
+        }
+        if let [Some(heap), Some(lfh)] = offsets(HEAP_GLOBALS, ["HeapKey", "LfhKey"]) {
+            (self.heap_key, self.lfh_key) = (heap as u64, lfh as u64);
+            took(HEAP_GLOBALS);
+        }
     }
 
     fn size_mask(&self) -> u64 {
@@ -118,6 +183,13 @@ impl SegLayout {
     fn bitmap_bytes(&self, count: u64) -> u64 {
         count.div_ceil(4)
     }
+}
+
+/// A profile's 16-bit field at `offset`, its low `bits` bits.
+fn u16_field(offset: u64, bits: u8) -> Result<FieldAt> {
+    FieldAt::at(offset as usize, 2, 0, bits)
+        .filter(|f| f.end() <= PAGE_SIZE as usize)
+        .ok_or_else(|| Error::format(0, format!("pool.segment_heap: offset {offset:#x}")))
 }
 
 /// HeapKey and LfhKey. `heap_mask` says which HeapKey bits are known: all of them from
@@ -159,9 +231,9 @@ fn candidate(page: &[u8], s: &SegLayout) -> Option<Kind> {
     if !kernel_ptr(q0) || !kernel_ptr(q1) {
         return None;
     }
-    let size = u16_at(page, s.vs_size)?;
-    let sig = u16_at(page, s.vs_signature)?;
-    if size != 0 && (sig ^ size ^ s.vs_xor) & 0x7FFF == 0 {
+    let size = s.vs_size.read(page);
+    let sig = s.vs_signature.read(page);
+    if size != 0 && (sig ^ size ^ u64::from(s.vs_xor)) & s.vs_signature.mask() == 0 {
         return Some(Kind::Vs);
     }
     let count = u16_at(page, s.lfh_block_count)?;
@@ -452,17 +524,7 @@ pub fn scan(
 ) -> PoolScan {
     let phys = space.phys;
     // Pass 1: candidate first pages (one cache line a page).
-    let chunks: Vec<(u64, u64)> = phys
-        .present_runs()
-        .iter()
-        .flat_map(|r| {
-            let end = r.base_page + r.page_count;
-            (r.base_page..end)
-                .step_by(CHUNK_PAGES as usize)
-                .map(move |s| (s, (s + CHUNK_PAGES).min(end)))
-        })
-        .collect();
-    let found: Vec<(u64, Vec<(u64, Kind)>)> = chunks
+    let found: Vec<(u64, Vec<(u64, Kind)>)> = page_chunks(&phys)
         .par_iter()
         .map(|&(start, end)| {
             let mut c = Vec::new();
@@ -517,7 +579,7 @@ pub fn scan(
                 let Ok(page) = phys.page(pfn) else { continue };
                 let (extent, res) = match (kind, keys.heap, keys.lfh) {
                     (Kind::Vs, Some(key), _) => {
-                        let size = u64::from(u16_at(page, seg.vs_size).unwrap_or(0)) * seg.vs_unit;
+                        let size = seg.vs_size.read(page).saturating_mul(seg.vs_unit);
                         if size > MAX_SUBSEGMENT {
                             s.rejected_pages += 1;
                             continue;
@@ -591,9 +653,10 @@ mod tests {
         p[..8].copy_from_slice(&(VA + 0x100).to_le_bytes());
         p[8..16].copy_from_slice(&(VA + 0x100).to_le_bytes());
         let size = 0x1000 / s.vs_unit;
-        p[s.vs_size..s.vs_size + 2].copy_from_slice(&(size as u16).to_le_bytes());
+        let (at, sig_at) = (s.vs_size.offset(), s.vs_signature.offset());
+        p[at..at + 2].copy_from_slice(&(size as u16).to_le_bytes());
         let sig = (size as u16 ^ s.vs_xor) & 0x7FFF;
-        p[s.vs_signature..s.vs_signature + 2].copy_from_slice(&sig.to_le_bytes());
+        p[sig_at..sig_at + 2].copy_from_slice(&sig.to_le_bytes());
         let (mut off, mut prev) = (s.vs_first, 0u64);
         for &(units, alloc) in chunks {
             let plain =

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Regenerate the (gitignored) seed corpus for the open_translate_read fuzz target from the
+# Regenerate the (gitignored) seed corpus for the fuzz targets (open_translate_read; analyze
+# takes the same seeds: cp corpus/open_translate_read/* corpus/analyze/) from the
 # testkit: every dump variant and its neighbours (KDBG by scan, dump types 6/8/9, a bare
 # bitmap, 32-bit and minidump headers). Run from anywhere.
 #

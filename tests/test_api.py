@@ -20,7 +20,8 @@ TYPES = [
     "kernel_memory",
     "complete_memory",
 ]
-SCENARIOS = ["win7sp1", "win10-19045"]
+SCENARIOS = ["win7sp1", "win10-19045", "win11-26100"]
+"""Every test here runs on Windows 7 SP1, Windows 10 22H2 and Windows 11 24H2 forge dumps."""
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -67,8 +68,9 @@ def test_header_kdbg_modules_equal_ground_truth(forged, scenario, dump_type):
         assert mods == [(m["name"], m["path"], m["base"], m["size"]) for m in t["modules"]]
 
 
-def test_translations_and_reads_equal_ground_truth(forged):
-    path, truth = forged("win7sp1")
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_translations_and_reads_equal_ground_truth(forged, scenario):
+    path, truth = forged(scenario)
     t = truth.to_dict()
     sizes = set()
     with poolscope.open(path) as dump:
@@ -114,8 +116,9 @@ def test_translations_and_reads_equal_ground_truth(forged):
         assert e.value.address_space == "physical"
 
 
-def test_symbolize_names_module_and_offset(forged):
-    path, truth = forged("win7sp1")
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_symbolize_names_module_and_offset(forged, scenario):
+    path, truth = forged(scenario)
     with poolscope.open(path) as dump:
         by_name = {m.name: m for m in dump.modules()}
         myfault = by_name["myfault.sys"]
@@ -129,9 +132,16 @@ def test_symbolize_names_module_and_offset(forged):
                 assert raw == s["text"].encode()
 
 
-@pytest.mark.parametrize("mode,source", [("encoded", "decoded"), ("no_pointer", "image_scan")])
-def test_kdbg_found_when_encoded_or_pointer_missing(forged, mode, source):
-    path, truth = forged("win10-19045", kdbg=mode)
+KDBG_CASES = [
+    *[(sc, "encoded", "decoded") for sc in SCENARIOS[1:]],
+    *[(sc, "no_pointer", "image_scan") for sc in SCENARIOS],
+]
+"""Windows 8 and later encode KDBG (Windows 7 does not); any header may lack the pointer."""
+
+
+@pytest.mark.parametrize("scenario,mode,source", KDBG_CASES)
+def test_kdbg_found_when_encoded_or_pointer_missing(forged, scenario, mode, source):
+    path, truth = forged(scenario, kdbg=mode)
     t = truth.to_dict()
     with poolscope.open(path) as dump:
         k = dump.kdbg
@@ -150,8 +160,9 @@ def test_kdbg_found_when_encoded_or_pointer_missing(forged, mode, source):
         assert len(dump.modules()) == len(t["modules"])
 
 
-def test_zstd_dump_opens_transparently_and_bomb_is_refused(forged, tmp_path):
-    path, truth = forged("win7sp1")
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_zstd_dump_opens_transparently_and_bomb_is_refused(forged, tmp_path, scenario):
+    path, truth = forged(scenario)
     zpath = tmp_path / "sample.dmp.zst"
     with open(path, "rb") as src, open(zpath, "wb") as dst:
         zstandard.ZstdCompressor(level=3, threads=-1).copy_stream(src, dst)
@@ -168,16 +179,18 @@ def test_zstd_dump_opens_transparently_and_bomb_is_refused(forged, tmp_path):
         poolscope.open(broken)
 
 
+@pytest.mark.parametrize("scenario", SCENARIOS)
 @pytest.mark.parametrize("dump_type,needle", [("triage", "triage/mini"), ("dump32", "32-bit")])
-def test_unscannable_dumps_are_refused_with_reason(forged, dump_type, needle):
-    path, _ = forged("win7sp1", dump_type=dump_type)
+def test_unscannable_dumps_are_refused_with_reason(forged, dump_type, needle, scenario):
+    path, _ = forged(scenario, dump_type=dump_type)
     with pytest.raises(poolscope.UnsupportedDumpError) as e:
         poolscope.open(path)
     assert needle in e.value.reason
 
 
-def test_closed_dump_raises(forged):
-    path, _ = forged("win7sp1")
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_closed_dump_raises(forged, scenario):
+    path, _ = forged(scenario)
     dump = poolscope.open(path)
     with dump:
         assert not dump.closed
@@ -186,8 +199,9 @@ def test_closed_dump_raises(forged):
         dump.header  # noqa: B018
 
 
-def test_info_json_prints_exactly_what_the_forge_wrote(forged):
-    path, truth = forged("win7sp1")
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_info_json_prints_exactly_what_the_forge_wrote(forged, scenario):
+    path, truth = forged(scenario)
     t = truth.to_dict()
     th = t["header"]
     out = subprocess.run(
@@ -198,8 +212,9 @@ def test_info_json_prints_exactly_what_the_forge_wrote(forged):
     ).stdout
     info = json.loads(out)
     assert info["path"] == str(path)
-    assert info["dump_type"] == "full"
-    assert info["build"] == 7601
+    assert info["dump_type"] == t["dump_type"]
+    assert info["build"] == t["build"] == th["MinorVersion"]
+    assert info["major_version"] == th["MajorVersion"]
     assert info["machine"] == "x64"
     assert info["processors"] == th["NumberProcessors"]
     assert info["bugcheck"] == {
@@ -226,8 +241,9 @@ def test_info_json_prints_exactly_what_the_forge_wrote(forged):
     assert "DRIVER_IRQL_NOT_LESS_OR_EQUAL" in human
 
 
-def test_report_info_keys_are_stable(forged):
-    path, _ = forged("win7sp1")
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_report_info_keys_are_stable(forged, scenario):
+    path, _ = forged(scenario)
     with poolscope.open(path) as dump:
         keys = set(report.info(dump))
     required = {

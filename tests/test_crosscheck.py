@@ -22,9 +22,15 @@ READABLE = [
 ]
 
 
+SCENARIOS = ["win7sp1", "win10-19045", "win11-26100"]
+"""Windows 7 SP1, 10 22H2 and 11 24H2 forge dumps (the 19045 and 26100 ones with the Windows
+10 address map, 4 processors and their own header fields)."""
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
 @pytest.mark.parametrize("dump_type", READABLE)
-def test_same_header_pages_and_translations(forged, dump_type):
-    path, truth = forged("win7sp1", dump_type=dump_type)
+def test_same_header_pages_and_translations(forged, dump_type, scenario):
+    path, truth = forged(scenario, dump_type=dump_type)
     kd = kdmp_parser.KernelDumpParser(path)
     with poolscope.open(path) as dump:
         h = dump.header

@@ -27,7 +27,8 @@ def test_leak_report_through_the_service(tmp_path, forged, scenario):
     assert kinds["dominant_tag"]["evidence"]["bytes"] == 615_424_000
     assert "myfault.sys" in kinds["tag_owner"]["summary"]
     assert "excessive_nonpaged_pool" in kinds
-    assert report["unavailable"] == {}
+    # Only the session pool's tagging database may be missing: no source describes it on 22621+.
+    assert set(report["unavailable"]) <= ({"poolused_session"} if truth.build >= 22621 else set())
 
 
 @pytest.mark.parametrize("scenario", ["win10-19045-verifier", "win11-26100-verifier"])

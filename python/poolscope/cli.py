@@ -78,13 +78,13 @@ def cmd_poolused(args: argparse.Namespace) -> int:
 
     tags = TagTable.load(args.pooltag)
     with _open(args) as dump:
-        rows = dump.poolused(sort=args.sort, top=args.top)
+        rows = dump.poolused(sort=args.sort, top=args.top, session=args.session)
     for r in rows:
         r["description"] = tags.describe(r["tag"])
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        render.poolused(rows, Console(), sort=args.sort)
+        render.poolused(rows, Console(), sort=args.sort, session=args.session)
     return 0
 
 
@@ -191,6 +191,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", choices=["nonpaged", "paged", "allocs"], default="nonpaged")
     p.add_argument("--top", type=int)
     p.add_argument("--pooltag", help="pooltag.txt file for tag descriptions")
+    p.add_argument(
+        "--session",
+        action="store_true",
+        help="the session pool's tagging database (like !poolused 8): the session of the "
+        "dump's current address space",
+    )
     p.set_defaults(func=cmd_poolused)
 
     p = sub.add_parser("poolfind", help="every block of one tag, like !poolfind")

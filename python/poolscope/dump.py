@@ -256,10 +256,15 @@ class Dump(_native.Dump):
     """An open kernel dump (see ``poolscope.open``)."""
 
     def poolused(
-        self, sort: Literal["nonpaged", "paged", "allocs"] = "nonpaged", top: int | None = None
+        self,
+        sort: Literal["nonpaged", "paged", "allocs"] = "nonpaged",
+        top: int | None = None,
+        session: bool = False,
     ) -> list[dict[str, Any]]:
-        """The tagging database per tag, sorted, as ``!poolused`` shows it."""
-        return list(json.loads(self.poolused_json(sort, top))["rows"])
+        """The tagging database per tag, sorted, as ``!poolused`` shows it; ``session=True``:
+        the session pool's (``!poolused 8``: the session of the dump's current address space),
+        rows with the same keys."""
+        return list(json.loads(self.poolused_json(sort, top, session))["rows"])
 
     def scan_pool(self, tags: list[str] | None = None, blocks: bool = False) -> PoolScanResult:
         """Scan every present page for pool blocks. Summaries per (tag, pool) always; the blocks

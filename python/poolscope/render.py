@@ -64,8 +64,12 @@ def _kb(n: int) -> str:
     return f"{n:,}"
 
 
-def poolused(rows: list[dict[str, Any]], console: Console, sort: str = "nonpaged") -> None:
+def poolused(
+    rows: list[dict[str, Any]], console: Console, sort: str = "nonpaged", session: bool = False
+) -> None:
     by = {"nonpaged": "NonPaged Pool Consumed", "paged": "Paged Pool Consumed"}.get(sort, "Allocs")
+    if session:
+        console.print(" Session pool (the session of the dump's current address space)")
     console.print(f" Sorting by {by}\n")
     t = Table("Tag", "NP Allocs", "NP Used", "P Allocs", "P Used", "Description", box=None)
     for r in rows:
@@ -131,6 +135,8 @@ def scan(rep: Any, console: Console, top: int = 10) -> None:
             console.print("[bold red]********** Excessive Paged Pool Usage *****[/]")
     if rep.poolused:
         poolused(rep.poolused[:top], console)
+    if rep.poolused_session:
+        poolused(rep.poolused_session[:top], console, session=True)
     if rep.pool_scan:
         s = rep.pool_scan
         console.print(

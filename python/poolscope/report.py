@@ -101,7 +101,9 @@ class Report:
     """Everything poolscope says about one dump. ``to_dict()`` is the ``scan --json`` document;
     its top-level keys are stable: dump, memory, poolused, pool_scan, bigpool, tag_owners,
     findings, sources (and, added: unavailable — each section that could not be computed, and
-    why; verifier — Driver Verifier statistics, drivers, tracked allocations and logs)."""
+    why; verifier — Driver Verifier statistics, drivers, tracked allocations and logs;
+    poolused_session — the session pool's tagging database, ``!poolused 8``, rows with the keys
+    of ``poolused``)."""
 
     dump: dict[str, Any]
     memory: dict[str, Any] | None
@@ -113,6 +115,7 @@ class Report:
     sources: dict[str, str]
     unavailable: dict[str, str] = field(default_factory=dict)
     verifier: dict[str, Any] | None = None
+    poolused_session: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,7 +143,7 @@ def build_report(
     raw = dump.analyze_json(top=top, owner_tags=owner_tags, dominant_share=dominant_share)
     doc = json.loads(raw)
     tags = TagTable.load(pooltag)
-    for row in doc["poolused"]:
+    for row in [*doc["poolused"], *doc.get("poolused_session", [])]:
         row["description"] = tags.describe(row["tag"])
     doc["dump"] = info(dump)
     return Report.from_dict(doc)

@@ -318,6 +318,8 @@ class PoolBuilder:
         self.corrupt: list[dict[str, Any]] = []
         self.internal: list[dict[str, Any]] = []
         self.frees: dict[tuple[int, str], int] = {}
+        self.session_frees: dict[tuple[int, str], int] = {}
+        """Frees of session-pool tags: they count in the session table, not the global one."""
         self.protected: set[str] = set()
         self.va_cursor = {
             "paged": kb.c.paged_pool_start,
@@ -373,10 +375,10 @@ class PoolBuilder:
                     continue
                 units = (size + self.lay.unit - 1) // self.lay.unit + 1
                 streams[t.pool].append(_Item(units, stored, True))
-            if not t.pool.startswith("session"):
-                frees = t.frees if t.frees is not None else zlib.crc32(tag_bytes(t.tag)) % 97
-                key = (raw, t.pool)
-                self.frees[key] = self.frees.get(key, 0) + frees * self.spec.scale
+            frees = t.frees if t.frees is not None else zlib.crc32(tag_bytes(t.tag)) % 97
+            target = self.session_frees if t.pool.startswith("session") else self.frees
+            key = (raw, t.pool)
+            target[key] = target.get(key, 0) + frees * self.spec.scale
         for p in POOLS:
             self.rng.shuffle(streams[p])
         kinds = [p for p in POOLS if streams[p]]
@@ -506,7 +508,8 @@ class PoolBuilder:
         if self.finalized:
             raise RuntimeError("forge: pool frees after the pool was finalized")
         key = (tag_u32(tag), pool)
-        self.frees[key] = self.frees.get(key, 0) + n
+        target = self.session_frees if pool.startswith("session") else self.frees
+        target[key] = target.get(key, 0) + n
 
     # -------------------------------------------------------------- big pool
     def alloc_big(self, size: int, tag: str, pool: str = "nonpaged", internal: bool = False) -> int:
@@ -629,6 +632,7 @@ class PoolBuilder:
         self.tracker_slots = self._write_tracker()
         self.big_slots = self._write_big_table()
         self.globals = self._write_globals()
+        self.session = self._write_session()
         self.kb.notes += [
             "pool: PoolTrackTable and PoolBigPageTable are big allocations tagged 'Pool' "
             "(synthetic); PoolIndex 1 for paged pool, 0 otherwise (synthetic)",
@@ -659,6 +663,7 @@ class PoolBuilder:
         per-processor and expansion tables are big allocations tagged "Pool" themselves, so
         they are made first."""
         self._alloc_tag_tables()
+        self._alloc_session()
         rows: dict[int, dict[str, int]] = {}
         pre = {"nonpaged": "nonpaged", "paged": "paged"}
 
@@ -951,6 +956,184 @@ class PoolBuilder:
             kb.symbols[name] = out[name] = base + o
         return out
 
+    # ------------------------------------------------------ session pool (!poolused 8)
+    def _session_profile(self) -> dict[str, Any] | None:
+        """The profile's ``pool.session`` section (None: no session tagging database)."""
+        s: dict[str, Any] | None = self.kb.profile["pool"].get("session")
+        return s
+
+    def _session_rows(self) -> dict[int, dict[str, int]]:
+        """The session table's figures per tag: the allocated blocks of session pool pages
+        (session_nonpaged counts as NonPaged, session_paged as Paged) and the session tags'
+        frees (each an Alloc and a Free)."""
+        rows: dict[int, dict[str, int]] = {}
+
+        def row(tag: int) -> dict[str, int]:
+            tag &= ~PROTECTED
+            if tag not in rows:
+                rows[tag] = {
+                    f"{p}_{f}": 0 for p in GLOBAL_POOLS for f in ("allocs", "frees", "bytes")
+                }
+            return rows[tag]
+
+        for page in self.pages:
+            if not page.pool.startswith("session_"):
+                continue
+            pool = page.pool.removeprefix("session_")
+            for b in page.blocks:
+                if b.allocated:
+                    r = row(b.tag)
+                    r[f"{pool}_allocs"] += 1
+                    r[f"{pool}_bytes"] += b.units * self.lay.unit
+        for (tag, pool), n in sorted(self.session_frees.items()):
+            if n:
+                r = row(tag)
+                r[f"{pool.removeprefix('session_')}_allocs"] += n
+                r[f"{pool.removeprefix('session_')}_frees"] += n
+        return rows
+
+    def _alloc_session(self) -> None:
+        """The session figures, and (where _MM_SESSION_SPACE has PoolTrackTableExpansion) the
+        session's expansion table: one page of nonpaged pool (a big allocation tagged "Pool",
+        as the forge's other tables; the kernel counts it under "Pool" too, decompiled
+        ExpInsertPoolTrackerExpansion) holding one session tag (synthetic choice, as for
+        PoolTrackTableExpansion: the hashed table is not full)."""
+        if hasattr(self, "session_rows"):
+            return
+        self.session_rows = self._session_rows()
+        self.session_expansion_va = 0
+        self.session_expansion_entries = 0
+        self.session_expansion_tags: list[int] = []
+        s = self._session_profile()
+        if s is None or "PoolTrackTableExpansion" not in s.get("mm_session_space", {}):
+            return
+        rng = random.Random(self.kb.sc.seed ^ 0x53455853)  # "SEXS"
+        eligible = sorted(t for t in self.session_rows if plausible_tag(t))
+        if len(eligible) < 2:
+            return
+        self.session_expansion_tags = rng.sample(eligible, 1)
+        self.session_expansion_va = self.alloc_big(PAGE_SIZE, "Pool", internal=True)
+        # sized as the kernel sizes it: bytes / sizeof(POOL_TRACKER_TABLE)
+        self.session_expansion_entries = PAGE_SIZE // self.lay.tracker.size
+
+    def _session_space_va(self) -> int:
+        """The session space of the forged session: 0xFFFFF90000000000 on Win7-like builds (the
+        constant MmSessionSpace of the decompiled pre-1607 x64 ExInitializePoolDescriptor:
+        ExpSessionPoolLookaside = 0xFFFFF900000000C0 = MmSessionSpace + Lookaside), 3 GiB
+        below the session pool on later ones (synthetic: randomized there)."""
+        return self.kb.c.session_pool_start - 0xC000_0000
+
+    def _put_row(self, table: bytearray, at: int, tag: int, r: dict[str, int]) -> dict[str, Any]:
+        e = self.lay.tracker
+        e["Key"].put(table, at, tag)
+        for pool, cap in (("nonpaged", "NonPaged"), ("paged", "Paged")):
+            for k, f in (("allocs", "Allocs"), ("frees", "Frees"), ("bytes", "Bytes")):
+                e[f"{cap}{f}"].put(table, at, r[f"{pool}_{k}"])
+        return {"tag": tag_str(tag), "slot": at // e.size,
+                **{f"{p}_{k}": r[f"{p}_{k}"] for p in GLOBAL_POOLS
+                   for k in ("allocs", "frees", "bytes")}}  # fmt: skip
+
+    def _write_session(self) -> dict[str, Any] | None:
+        """The session pool's tagging database (profile ``pool.session``): the session space
+        (_MM_SESSION_SPACE: PoolTrackTableExpansion/Size, or PoolTags on 22000), the session
+        table (Size = the profile's ``entries``, a power of two; slot = tracker hash & (Size -
+        1), linear probing that passes the last entry by), the expansion table, and the nt
+        variables: ExpSessionPoolTrackTable (the table's address; not on 22000),
+        ExpSessionPoolTrackTableSize, ExpSessionPoolTrackTableMask = Size - 1 and
+        MmSessionSpace, in nt .data after the other pool variables, in a seeded order with
+        seeded gaps (which variables the kernel keeps together is not from a source). Returns
+        the ``session_tracker`` ground truth (None when the profile has no session
+        section)."""
+        s = self._session_profile()
+        if s is None:
+            return None
+        kb, e = self.kb, self.lay.tracker
+        n = parse_int(s["entries"])
+        if n < 4 or n & (n - 1):
+            raise ValueError(f"pool.session.entries {n:#x} is not a power of two")
+        mm = {k: parse_int(v) for k, v in s.get("mm_session_space", {}).items()}
+        ss = self._session_space_va()
+        struct_size = mm.get("size", PAGE_SIZE)
+        if s["table"] == "variable" and "table_offset" in s:
+            table_off = parse_int(s["table_offset"])
+        else:  # where the table lives is not from a source: the page after the structure
+            table_off = (struct_size + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE
+        table_va = ss + table_off
+        end = max(struct_size, table_off + n * e.size)
+        for off in range(0, end, PAGE_SIZE):
+            pfn = kb.mem.alloc(SESSION_HINT)
+            kb.mem.page(pfn)
+            kb.pt.map_4k(ss + off, pfn, pg.KERNEL_RW | pg.NX)
+        # the hashed table
+        rows = self.session_rows
+        hashed = [t for t in rows if t not in self.session_expansion_tags]
+        if len(hashed) > n - 1:
+            raise ValueError(f"pool: {len(hashed)} session tags do not fit {n:#x} entries")
+        mask = n - 1
+        slots: dict[int, int] = {}
+        for tag in hashed:
+            h = tracker_hash(tag, mask)
+            while h in slots.values() or h == n - 1:  # the last entry is passed by
+                h = (h + 1) & mask
+            slots[tag] = h
+        table = bytearray(n * e.size)
+        trows = [self._put_row(table, slots[t] * e.size, t, rows[t])
+                 for t in sorted(hashed, key=slots.__getitem__)]  # fmt: skip
+        kb.vwrite(table_va, bytes(table))
+        tables = [{"kind": "session", "va": table_va, "entries": n, "rows": trows}]
+        if self.session_expansion_va:
+            exp = bytearray(self.session_expansion_entries * e.size)
+            erows = [self._put_row(exp, i * e.size, t, rows[t])
+                     for i, t in enumerate(self.session_expansion_tags)]  # fmt: skip
+            kb.vwrite(self.session_expansion_va, bytes(exp))
+            kb.q(ss + mm["PoolTrackTableExpansion"], self.session_expansion_va)
+            kb.q(ss + mm["PoolTrackTableExpansionSize"], self.session_expansion_entries)
+            tables.append({"kind": "session_expansion", "va": self.session_expansion_va,
+                           "entries": self.session_expansion_entries, "rows": erows})  # fmt: skip
+        if s["table"] == "session_space":
+            kb.q(ss + mm["PoolTags"], table_va)
+        # the nt variables
+        rng = random.Random(kb.sc.seed ^ 0x53455353)  # "SESS"
+        group = [("ExpSessionPoolTrackTableSize", n), ("ExpSessionPoolTrackTableMask", n - 1)]
+        if s["table"] == "variable":
+            group.append((s["table_variable"], table_va))
+        rng.shuffle(group)
+        items = [group, [("MmSessionSpace", ss)]]
+        rng.shuffle(items)
+        placed: list[tuple[str, int, int]] = []
+        off = 0
+        for item in items:
+            off += 8 * rng.randrange(0, 40)
+            for name, value in item:
+                placed.append((name, off, value))
+                off += 8
+        base = kb.nt_var(off + 8 * rng.randrange(1, 40), 16)
+        variables: dict[str, int] = {}
+        for name, o, value in placed:
+            kb.q(base + o, value)
+            kb.symbols[name] = variables[name] = base + o
+        kb.notes.append(
+            "pool: the session table and _MM_SESSION_SPACE are in session space "
+            f"({ss:#x}, mapped in the dump's address space); session frees count as Allocs and "
+            "Frees there; one session tag lives in the session's PoolTrackTableExpansion where "
+            "the build has one (synthetic choice); the session variables' order in nt .data is "
+            "seeded (synthetic)"
+        )
+        order = [*sorted(hashed, key=slots.__getitem__), *self.session_expansion_tags]
+        return {
+            "va": table_va,
+            "entries": n,
+            "table": s["table"],
+            "session_space": ss,
+            "rows": [{"tag": tag_str(t), **{k: rows[t][k] for k in rows[t]}} for t in order],
+            "slots": [slots.get(t) for t in order],
+            "tables": tables,
+            "expansion": {"va": self.session_expansion_va,
+                          "entries": self.session_expansion_entries}
+            if self.session_expansion_va else None,
+            "globals": variables,
+        }  # fmt: skip
+
     # ----------------------------------------------------------------- truth
     def truth(self) -> dict[str, Any]:
         """The pool section of the ground truth (without owners, rejected-page extras and
@@ -988,6 +1171,7 @@ class PoolBuilder:
         return {
             "layout": lay.name,
             "tracker": self._tracker_truth(),
+            "session_tracker": self.session,
             "blocks": blocks,
             "scan": {
                 "pool_pages": len(self.pages),

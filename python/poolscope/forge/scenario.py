@@ -108,8 +108,8 @@ class PoolTagSpec:
     """1 to 4 printable ASCII characters, padded with spaces ("Irp" = "Irp ")."""
     pool: str = "nonpaged"
     """One of ``POOL_NAMES``. Session blocks live in session pool pages and are not counted
-    by the global tracker table (session pool has its own tables, which the forge does not
-    write; their ``frees`` are ignored)."""
+    by the global tracker table: session pool has its own table (the profile's
+    ``pool.session``), which counts them and their ``frees``."""
     count: int = 0
     """Outstanding (allocated) blocks."""
     size: int | list[int] = 0x40
@@ -991,9 +991,9 @@ WIN7_BACKGROUND_POOL: dict[str, Any] = {
         _t("Toke", "paged", 40, 0x3A0, 5125, True),
         _t("ObNm", "paged", 150, 0x50, 30877),
         _t("MmRe", "paged", 0, 0x200, 9),
-        _t("Gla5", "session_paged", 30, 0x80, 0),
-        _t("Usqm", "session_paged", 12, 0x1E0, 0),
-        _t("Ustx", "session_nonpaged", 6, 0x40, 0),
+        _t("Gla5", "session_paged", 30, 0x80, 1530),
+        _t("Usqm", "session_paged", 12, 0x1E0, 212),
+        _t("Ustx", "session_nonpaged", 6, 0x40, 47),
     ],
     "big": [
         {"tag": "EtwB", "pool": "nonpaged", "count": 3, "bytes": 0x10000},

@@ -49,6 +49,15 @@ class GroundTruth:
         tracker     {va, entries, rows: [{tag, nonpaged_allocs, nonpaged_frees,
                     nonpaged_bytes, paged_allocs, paged_frees, paged_bytes}] (one per
                     non-empty key, table order), slots: [table index of each row]}
+        session_tracker  the session pool's tagging database (None when the build profile has
+                    no pool.session): {va, entries (a power of two), table ("variable":
+                    nt!ExpSessionPoolTrackTable holds va; "session_space":
+                    _MM_SESSION_SPACE.PoolTags does), session_space (the _MM_SESSION_SPACE
+                    VA), rows: [{tag, <the six counters>}] (the session table's keys in slot
+                    order, then the expansion table's), slots: [slot or None for an
+                    expansion row], tables: [{kind "session" / "session_expansion", va,
+                    entries, rows: [{tag, slot, <counters>}]}], expansion: {va, entries} or
+                    None, globals: {variable: VA} (also in ``symbols``)}
         blocks      [{pa, va, tag, size, previous_size, pool, allocated}] every block of
                     every valid pool page, PA order; sizes in bytes with the header; a
                     free block's pool is its page's pool

@@ -13,6 +13,7 @@ use crate::memory::ReverseMap;
 use crate::pool::globals::{Kernel, Sources};
 use crate::pool::layout::Allocator;
 use crate::pool::owners::{self, Owner};
+use crate::pool::session;
 use crate::pool::{
     tag, BigPool, Blocks, Keep, MemorySummary, PoolLayout, PoolScan, SortBy, TagUsage, TrackerTable,
 };
@@ -50,6 +51,8 @@ pub struct Analysis {
     pub layout: Option<PoolLayout>,
     pub memory: Option<MemorySummary>,
     pub tracker: Option<TrackerTable>,
+    /// The session pool's tagging database (`!poolused 8`).
+    pub session_tracker: Option<TrackerTable>,
     pub pool_scan: Option<PoolScan>,
     pub bigpool: Option<BigPool>,
     pub owners: Vec<(u32, Vec<Owner>)>,
@@ -94,6 +97,10 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
                     Ok(t) => a.tracker = Some(t),
                     Err(e) => missing(&mut a, "poolused", e),
                 }
+                match session::read(&mut tr, kernel, &mut a.sources) {
+                    Ok(t) => a.session_tracker = Some(t),
+                    Err(e) => missing(&mut a, "poolused_session", e),
+                }
                 match BigPool::read(&mut tr, kernel, &mut a.sources) {
                     Ok(b) => a.bigpool = Some(b),
                     Err(e) => missing(&mut a, "bigpool", e),
@@ -101,7 +108,7 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
             }
         }
         None => {
-            for s in ["memory", "poolused", "bigpool"] {
+            for s in ["memory", "poolused", "poolused_session", "bigpool"] {
                 a.unavailable.insert(
                     s.into(),
                     "no KDBG: the kernel's variables cannot be located".into(),
@@ -340,9 +347,15 @@ impl Analysis {
             .as_ref()
             .map(|t| t.poolused(SortBy::NonPagedBytes, opts.top))
             .unwrap_or_default();
+        let session_rows = self
+            .session_tracker
+            .as_ref()
+            .map(|t| t.poolused(SortBy::NonPagedBytes, opts.top))
+            .unwrap_or_default();
         json!({
             "memory": self.memory.as_ref().map_or(Value::Null, memory_json),
             "poolused": rows.iter().map(usage_json).collect::<Vec<_>>(),
+            "poolused_session": session_rows.iter().map(usage_json).collect::<Vec<_>>(),
             "pool_scan": self.pool_scan.as_ref().map_or(Value::Null, |s| pool_scan_json(s, self.layout.as_ref())),
             "bigpool": self.bigpool.as_ref().map_or(Value::Array(vec![]), bigpool_json),
             "tag_owners": owners_json(&self.owners),
@@ -395,6 +408,25 @@ pub fn poolused(dump: &Dump, sort: SortBy, top: Option<usize>) -> Result<(Vec<Ta
         processors: dump.header().number_processors,
     };
     let t = TrackerTable::read(&mut dump.space().translator(), kernel, &mut sources)?;
+    Ok((t.poolused(sort, top), sources))
+}
+
+/// The session pool's tagging database alone (`!poolused 8`): rows with the keys of
+/// [`poolused`]'s.
+pub fn poolused_session(
+    dump: &Dump,
+    sort: SortBy,
+    top: Option<usize>,
+) -> Result<(Vec<TagUsage>, Sources)> {
+    let mut sources = Sources::new();
+    let layout = pool_layout(dump, &mut sources)?;
+    let kernel = Kernel {
+        kdbg: need_kdbg(dump)?,
+        symbols: dump.symbols.as_ref(),
+        layout: &layout,
+        processors: dump.header().number_processors,
+    };
+    let t = session::read(&mut dump.space().translator(), kernel, &mut sources)?;
     Ok((t.poolused(sort, top), sources))
 }
 

@@ -514,8 +514,15 @@ impl Dump {
 
     // ---- pool analyses: JSON documents (the schema lives in poolscope-core's scan.rs) ----
 
-    #[pyo3(signature = (sort="nonpaged", top=None))]
-    fn poolused_json(&self, py: Python<'_>, sort: &str, top: Option<usize>) -> PyResult<String> {
+    /// `session`: the session pool's tagging database (`!poolused 8`) instead of the global one.
+    #[pyo3(signature = (sort="nonpaged", top=None, session=false))]
+    fn poolused_json(
+        &self,
+        py: Python<'_>,
+        sort: &str,
+        top: Option<usize>,
+        session: bool,
+    ) -> PyResult<String> {
         let sort = match sort {
             "nonpaged" => SortBy::NonPagedBytes,
             "paged" => SortBy::PagedBytes,
@@ -528,7 +535,13 @@ impl Dump {
         };
         let d = self.get()?;
         let (rows, sources) = py
-            .detach(|| scan::poolused(&d, sort, top))
+            .detach(|| {
+                if session {
+                    scan::poolused_session(&d, sort, top)
+                } else {
+                    scan::poolused(&d, sort, top)
+                }
+            })
             .map_err(|e| to_py(py, e))?;
         let rows: Vec<_> = rows.iter().map(scan::usage_json).collect();
         Ok(serde_json::json!({"rows": rows, "sources": sources}).to_string())

@@ -28,24 +28,27 @@ pub struct FieldAt {
 }
 
 impl FieldAt {
-    /// A field at `offset` of `width` bytes, bits `shift..shift+bits` of it.
+    /// A field at `offset` of `width` bytes, bits `shift..shift+bits` of it (at least one bit,
+    /// inside the `width` bytes).
     pub fn at(offset: usize, width: u8, shift: u8, bits: u8) -> Option<Self> {
-        matches!(width, 1 | 2 | 4 | 8).then_some(Self {
+        let inside = bits > 0 && u16::from(shift) + u16::from(bits) <= u16::from(width) * 8;
+        (matches!(width, 1 | 2 | 4 | 8) && inside).then_some(Self {
             offset,
             width,
             shift,
-            bits: bits.min(64),
+            bits,
         })
     }
 
     pub fn new(f: &Field) -> Option<Self> {
         let offset = parse_int(&f.offset)? as usize;
-        matches!(f.width, 1 | 2 | 4 | 8).then_some(Self {
+        let width = f.width;
+        Self::at(
             offset,
-            width: f.width,
-            shift: f.shift.unwrap_or(0),
-            bits: f.bits.unwrap_or(f.width * 8),
-        })
+            width,
+            f.shift.unwrap_or(0),
+            f.bits.unwrap_or(width.saturating_mul(8)),
+        )
     }
 
     #[inline]
@@ -57,12 +60,7 @@ impl FieldAt {
             _ => entry.u64_at(self.offset),
         }
         .unwrap_or(0);
-        let v = raw >> self.shift;
-        if self.bits >= 64 {
-            v
-        } else {
-            v & ((1u64 << self.bits) - 1)
-        }
+        (raw >> self.shift) & self.mask()
     }
 
     pub fn end(&self) -> usize {
@@ -75,6 +73,24 @@ impl FieldAt {
 
     pub fn width(&self) -> u8 {
         self.width
+    }
+
+    /// The bit range within the `width` bytes: its first bit and its length.
+    pub fn shift(&self) -> u8 {
+        self.shift
+    }
+
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// The mask of a value of this field's bit length.
+    pub fn mask(&self) -> u64 {
+        if self.bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.bits) - 1
+        }
     }
 
     /// The same field inside a structure embedded `by` bytes into another.

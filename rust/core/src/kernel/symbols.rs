@@ -121,11 +121,15 @@ impl Symbols {
                         },
                     );
                     let at = if ty.get("kind").and_then(Value::as_str) == Some("bitfield") {
-                        let pos = ty.get("bit_position").and_then(Value::as_u64).unwrap_or(0) as u8;
-                        let len = ty.get("bit_length").and_then(Value::as_u64).unwrap_or(0) as u8;
+                        let bits = |k: &str| {
+                            let v = ty.get(k).and_then(Value::as_u64)?;
+                            u8::try_from(v).ok()
+                        };
+                        let (pos, len) = (bits("bit_position"), bits("bit_length"));
                         ty.get("type")
                             .and_then(width_of)
-                            .and_then(|w| FieldAt::at(offset as usize, w, pos, len))
+                            .zip(pos.zip(len))
+                            .and_then(|(w, (pos, len))| FieldAt::at(offset as usize, w, pos, len))
                     } else {
                         width_of(ty).and_then(|w| FieldAt::at(offset as usize, w, 0, w * 8))
                     };

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::layout::PoolLayout;
+use super::layout::{PoolLayout, SessionTable};
 use super::tag;
 use super::tracker;
 use crate::bytes::parse_int;
@@ -100,7 +100,7 @@ pub fn value_of(tr: &mut Translator, name: &str, k: Kernel, sources: &mut Source
 const BIG_MAX_ENTRIES: u64 = 0x100_0000;
 
 /// A canonical upper-half (kernel) address, 8-byte aligned: what a pointer to a table is.
-fn kernel_pointer(v: u64) -> bool {
+pub(crate) fn kernel_pointer(v: u64) -> bool {
     v >> 47 == 0x1_FFFF && v & 7 == 0
 }
 
@@ -167,15 +167,33 @@ mod search {
         window: Window,
     }
 
-    fn ctx(tr: &mut Translator, k: Kernel) -> std::result::Result<Ctx, String> {
+    fn ctx(tr: &mut Translator, k: Kernel, radius: u64) -> std::result::Result<Ctx, String> {
         let var = address_of("PoolTrackTable", k, &mut Sources::new())
             .map_err(|e| format!("no PoolTrackTable variable to search near: {e}"))?;
         let table = tr
             .read_u64(var)
             .map_err(|e| format!("PoolTrackTable variable not readable: {e}"))?;
-        let window = Window::read(tr, var, k.layout.globals_search_window);
+        let window = Window::read(tr, var, radius);
         Ok(Ctx { var, table, window })
     }
+
+    /// The session variables the profile's `pool.session` section names, and the rule and
+    /// window that find them (None: `name` is not one of them).
+    fn session_rule(name: &str, k: Kernel) -> Option<(Rule, u64)> {
+        let s = k.layout.session.as_ref()?;
+        let mine = name == s.size_variable
+            || match &s.table {
+                SessionTable::Variable(v) => name == v,
+                SessionTable::SessionSpace(_) => name == s.session_space_variable,
+            };
+        let rule: Rule = match s.table {
+            SessionTable::Variable(_) => session_variables,
+            SessionTable::SessionSpace(_) => session_space,
+        };
+        (mine && s.search_window > 0).then_some((rule, s.search_window))
+    }
+
+    type Rule = fn(&mut Translator, &str, Kernel, &Ctx) -> std::result::Result<Found, String>;
 
     pub(super) fn locate(
         tr: &mut Translator,
@@ -183,20 +201,24 @@ mod search {
         k: Kernel,
         sources: &mut Sources,
     ) -> Option<std::result::Result<u64, String>> {
-        if k.layout.globals_search_window == 0 {
-            return None;
-        }
-        let rule: fn(&mut Translator, &str, Kernel, &Ctx) -> std::result::Result<Found, String> =
-            match name {
-                "PoolTrackTableSize" => tracker_size,
-                "ExPoolTagTables" => tag_tables,
-                "PoolTrackTableExpansion" | "PoolTrackTableExpansionSize" => expansion,
-                "PoolBigPageTable" | "PoolBigPageTableSize" => big_pages,
-                _ => return None,
-            };
-        let found = ctx(tr, k).and_then(|c| rule(tr, name, k, &c).map(|f| (f, c)));
+        let (rule, w): (Rule, u64) = match session_rule(name, k) {
+            Some(r) => r,
+            None => {
+                if k.layout.globals_search_window == 0 {
+                    return None;
+                }
+                let rule: Rule = match name {
+                    "PoolTrackTableSize" => tracker_size,
+                    "ExPoolTagTables" => tag_tables,
+                    "PoolTrackTableExpansion" | "PoolTrackTableExpansionSize" => expansion,
+                    "PoolBigPageTable" | "PoolBigPageTableSize" => big_pages,
+                    _ => return None,
+                };
+                (rule, k.layout.globals_search_window)
+            }
+        };
+        let found = ctx(tr, k, w).and_then(|c| rule(tr, name, k, &c).map(|f| (f, c)));
         Some(found.map(|(f, c)| {
-            let w = k.layout.globals_search_window;
             let rel = f.addr as i128 - c.var as i128;
             let sign = if rel < 0 { "-" } else { "+" };
             sources.insert(
@@ -523,6 +545,139 @@ mod search {
             &valid,
             "a page-aligned kernel pointer beside a power-of-two entry count whose live big-page entries sit at or after their ReactOS hash slot".into(),
             "big-page table",
+        )
+    }
+
+    /// The largest session-table entry count a search tries (the kernel's are 0x80 or 0x100).
+    const SESSION_MAX_SEARCH: u64 = 0x1000;
+    /// Candidate session tables a search reads whole at most (arbitrary data can hold many
+    /// pointer/count look-alikes; a kernel's nt data holds a handful).
+    const SESSION_MAX_CANDIDATES: usize = 256;
+
+    /// Whether `n` tracker entries at `p` are a session table: plausible distinct tags where the
+    /// kernel's probing puts them ([`tracker::session_keys_valid`]).
+    fn session_table_valid(tr: &mut Translator, k: Kernel, p: u64, n: u64) -> bool {
+        let Some(head) = first_keys(tr, k, p, n) else {
+            return false;
+        };
+        if !head.iter().all(|&x| x == 0 || tag::plausible(x)) {
+            return false;
+        }
+        let Some(keys) = tracker_keys(tr, k, p, n) else {
+            return false;
+        };
+        let used: Vec<u32> = keys.iter().copied().filter(|&x| x != 0).collect();
+        let distinct: BTreeSet<u32> = used.iter().copied().collect();
+        distinct.len() == used.len()
+            && used.iter().all(|&x| tag::plausible(x))
+            && tracker::session_keys_valid(&keys)
+    }
+
+    /// ExpSessionPoolTrackTable(Size): a kernel pointer (not PoolTrackTable) beside a
+    /// power-of-two entry count (0x10..=0x4000) whose table is a session table (see
+    /// [`session_table_valid`]); the nearest to the PoolTrackTable variable wins.
+    fn session_variables(
+        tr: &mut Translator,
+        name: &str,
+        k: Kernel,
+        c: &Ctx,
+    ) -> std::result::Result<Found, String> {
+        let table = c.table;
+        let cands = pairs(
+            &c.window,
+            |p| p != table,
+            |n| (0x10..=SESSION_MAX_SEARCH).contains(&n) && n.is_power_of_two(),
+        );
+        let mut checked: HashMap<(u64, u64), bool> = HashMap::new();
+        let mut valid = Vec::new();
+        for (i, j) in cands {
+            let (Some(p), Some(n)) = (c.window.get(i), c.window.get(j)) else {
+                continue;
+            };
+            if !checked.contains_key(&(p, n)) && checked.len() >= SESSION_MAX_CANDIDATES {
+                return Err(format!(
+                    "more than {SESSION_MAX_CANDIDATES} pointer/count candidates near PoolTrackTable: not nt data"
+                ));
+            }
+            if *checked
+                .entry((p, n))
+                .or_insert_with(|| session_table_valid(tr, k, p, n))
+            {
+                valid.push((i, j));
+            }
+        }
+        choose(
+            name,
+            &c.window,
+            &valid,
+            "a kernel pointer beside a power-of-two entry count whose table keeps distinct plausible tags where the session table's probing puts them (mask = count - 1, the last entry passed by)".into(),
+            "session tracker table",
+        )
+    }
+
+    /// MmSessionSpace and ExpSessionPoolTrackTableSize when the session table is the PoolTags
+    /// pointer of _MM_SESSION_SPACE: a power-of-two count (0x10..=0x4000) with its mask (count - 1)
+    /// within two words, and a kernel pointer to a session space whose PoolTags pointer leads to
+    /// a session table of that many entries (see [`session_table_valid`]); the nearest wins.
+    fn session_space(
+        tr: &mut Translator,
+        name: &str,
+        k: Kernel,
+        c: &Ctx,
+    ) -> std::result::Result<Found, String> {
+        let off = match k.layout.session.as_ref().map(|s| &s.table) {
+            Some(SessionTable::SessionSpace(off)) => *off as u64,
+            _ => return Err("the profile keeps no session table in _MM_SESSION_SPACE".into()),
+        };
+        let w = &c.window;
+        let sizes: Vec<usize> = (0..w.words.len())
+            .filter(|&i| {
+                w.get(i).is_some_and(|v| {
+                    (0x10..=SESSION_MAX_SEARCH).contains(&v)
+                        && v.is_power_of_two()
+                        && [-2isize, -1, 1, 2]
+                            .iter()
+                            .any(|&d| i.checked_add_signed(d).and_then(|j| w.get(j)) == Some(v - 1))
+                })
+            })
+            .collect();
+        if sizes.is_empty() {
+            return Err("no power-of-two value beside its mask near PoolTrackTable".into());
+        }
+        let mut tags_of: HashMap<u64, Option<u64>> = HashMap::new();
+        let mut checked: HashMap<(u64, u64), bool> = HashMap::new();
+        let mut valid = Vec::new();
+        for i in 0..w.words.len() {
+            let Some(q) = w.get(i).filter(|&q| kernel_pointer(q) && q != c.table) else {
+                continue;
+            };
+            let t = *tags_of.entry(q).or_insert_with(|| {
+                tr.read_u64(q.wrapping_add(off))
+                    .ok()
+                    .filter(|&t| kernel_pointer(t))
+            });
+            let Some(t) = t else { continue };
+            for &j in &sizes {
+                let Some(n) = w.get(j) else { continue };
+                if !checked.contains_key(&(t, n)) && checked.len() >= SESSION_MAX_CANDIDATES {
+                    return Err(format!(
+                        "more than {SESSION_MAX_CANDIDATES} session space/count candidates near PoolTrackTable: not nt data"
+                    ));
+                }
+                if *checked
+                    .entry((t, n))
+                    .or_insert_with(|| session_table_valid(tr, k, t, n))
+                {
+                    valid.push((i, j));
+                }
+            }
+        }
+        choose(
+            name,
+            w,
+            &valid,
+            format!("a kernel pointer to a session space whose PoolTags (+0x{off:x}) leads to a session table of a power-of-two count kept beside its mask"),
+            "session space with a session tracker table",
         )
     }
 

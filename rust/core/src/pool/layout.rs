@@ -42,6 +42,34 @@ struct Raw {
     /// VS/LFH subsegment layouts and where the heap keys live (segment-heap builds).
     #[serde(default)]
     segment_heap: Option<serde_json::Value>,
+    /// The session pool's tagging database (nt!ExpSessionPoolTrackTable and the session
+    /// expansion table of _MM_SESSION_SPACE).
+    #[serde(default)]
+    session: Option<RawSession>,
+}
+
+/// The `pool.session` section (its `sources`, `unsure` and `entries` are documentation and
+/// the forge's; the reader takes the table's size from the kernel).
+#[derive(Debug, Clone, Deserialize)]
+struct RawSession {
+    /// "variable": a variable of nt holds the table's address; "session_space": the
+    /// `PoolTags` pointer of _MM_SESSION_SPACE does.
+    table: String,
+    #[serde(default)]
+    table_variable: Option<String>,
+    size_variable: String,
+    #[serde(default)]
+    mask_variable: Option<String>,
+    #[serde(default)]
+    session_space_variable: Option<String>,
+    /// Where the table sits in session space (variable tables): the session space is the
+    /// table's address minus this when no symbol names it.
+    #[serde(default)]
+    table_offset: Option<String>,
+    #[serde(default)]
+    mm_session_space: BTreeMap<String, String>,
+    #[serde(default)]
+    search_window: Option<String>,
 }
 
 const TRACKER_FIELDS: [&str; 7] = [
@@ -87,6 +115,91 @@ pub struct PoolLayout {
     pub globals_search_window: u64,
     /// VS/LFH subsegment layouts and where the heap keys live (segment-heap builds).
     pub segment: Option<super::segheap::SegLayout>,
+    /// The session pool's tagging database (None: the profile does not describe it).
+    pub session: Option<SessionLayout>,
+}
+
+/// Where the session table's address is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionTable {
+    /// A variable of nt (nt!ExpSessionPoolTrackTable).
+    Variable(String),
+    /// A pointer field of _MM_SESSION_SPACE at this offset (PoolTags, Windows 11 22000).
+    SessionSpace(usize),
+}
+
+/// The profile's `pool.session` section: how the session pool's tagging database is found.
+#[derive(Debug, Clone)]
+pub struct SessionLayout {
+    pub table: SessionTable,
+    /// nt!ExpSessionPoolTrackTableSize: the table's entry count.
+    pub size_variable: String,
+    /// nt!ExpSessionPoolTrackTableMask (Size - 1), when the profile names it.
+    pub mask_variable: Option<String>,
+    /// The variable holding the current session's _MM_SESSION_SPACE (nt!MmSessionSpace).
+    pub session_space_variable: String,
+    /// The table's offset in session space (variable tables), when known.
+    pub table_offset: Option<u64>,
+    /// _MM_SESSION_SPACE.PoolTrackTableExpansion and PoolTrackTableExpansionSize.
+    pub expansion: Option<(usize, usize)>,
+    /// Bytes each side of the PoolTrackTable variable the symbol-free search reads.
+    pub search_window: u64,
+}
+
+impl SessionLayout {
+    fn parse(name: &str, r: &RawSession) -> Result<Self> {
+        let bad = |what: &str| Error::format(0, format!("profile {name} pool.session: {what}"));
+        let mm = |k: &str| -> Result<Option<usize>> {
+            r.mm_session_space
+                .get(k)
+                .map(|v| parse_int(v).map(|x| x as usize).ok_or_else(|| bad(k)))
+                .transpose()
+        };
+        let table = match r.table.as_str() {
+            "variable" => SessionTable::Variable(
+                r.table_variable
+                    .clone()
+                    .ok_or_else(|| bad("table_variable missing"))?,
+            ),
+            "session_space" => SessionTable::SessionSpace(
+                mm("PoolTags")?.ok_or_else(|| bad("mm_session_space.PoolTags missing"))?,
+            ),
+            other => return Err(bad(&format!("unknown table kind {other:?}"))),
+        };
+        let expansion = match (
+            mm("PoolTrackTableExpansion")?,
+            mm("PoolTrackTableExpansionSize")?,
+        ) {
+            (Some(p), Some(n)) => Some((p, n)),
+            (None, None) => None,
+            _ => {
+                return Err(bad(
+                    "PoolTrackTableExpansion without its size, or the reverse",
+                ))
+            }
+        };
+        Ok(Self {
+            table,
+            size_variable: r.size_variable.clone(),
+            mask_variable: r.mask_variable.clone(),
+            session_space_variable: r
+                .session_space_variable
+                .clone()
+                .unwrap_or_else(|| "MmSessionSpace".into()),
+            table_offset: r
+                .table_offset
+                .as_deref()
+                .map(|v| parse_int(v).ok_or_else(|| bad("table_offset")))
+                .transpose()?,
+            expansion,
+            search_window: match r.search_window.as_deref() {
+                Some(w) => parse_int(w)
+                    .filter(|&w| w <= MAX_SEARCH_WINDOW)
+                    .ok_or_else(|| bad("search_window"))?,
+                None => DEFAULT_SEARCH_WINDOW,
+            },
+        })
+    }
 }
 
 /// The default search window of per-CPU builds: 64 KiB each side of the PoolTrackTable variable.
@@ -151,10 +264,16 @@ impl PoolLayout {
                 .as_ref()
                 .map(super::segheap::SegLayout::parse)
                 .transpose()?,
+            session: raw
+                .session
+                .as_ref()
+                .map(|r| SessionLayout::parse(&p.name, r))
+                .transpose()?,
         })
     }
 
-    /// Replace the profile's entry layouts with a symbol table's, where it has them.
+    /// Replace the profile's entry layouts (and segment-heap layouts) with a symbol table's,
+    /// where it has them.
     pub fn apply_symbols(&mut self, syms: &Symbols, sources: &mut super::globals::Sources) {
         for (ty, entry, names) in [
             (
@@ -179,6 +298,9 @@ impl PoolLayout {
                 names.iter().map(|n| ((*n).to_string(), t.fields[*n])),
             );
             sources.insert(ty.into(), format!("symbols {}", syms.origin));
+        }
+        if let Some(seg) = self.segment.as_mut() {
+            seg.apply_symbols(syms, sources);
         }
     }
 

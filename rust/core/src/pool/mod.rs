@@ -7,6 +7,7 @@ pub mod layout;
 pub mod owners;
 pub mod pages;
 pub mod segheap;
+pub mod session;
 pub mod tag;
 pub mod tracker;
 pub mod vm;

@@ -712,6 +712,98 @@ mod tests {
         assert!(recover_heap(&[], &s, &l).is_none());
     }
 
+    /// A Volatility 3 ISF of the segment-heap types (PDB shapes: the chunk header's sizes are
+    /// bitfields of a union, BlockOffsets a struct, BlockBitmap an array), with the 26100 VS
+    /// signature and LFH bitmap offsets: they replace the 19045 profile's.
+    const SEG_ISF: &str = r#"{
+      "metadata": {"format": "6.2.0"},
+      "base_types": {"unsigned short": {"size": 2}, "unsigned long": {"size": 4},
+                     "unsigned long long": {"size": 8}},
+      "enums": {}, "symbols": {},
+      "user_types": {
+        "_HEAP_VS_SUBSEGMENT": {"kind": "struct", "size": 40, "fields": {
+          "Size": {"offset": 32, "type": {"kind": "base", "name": "unsigned short"}},
+          "Signature": {"offset": 36, "type": {"kind": "bitfield", "bit_position": 0,
+            "bit_length": 15, "type": {"kind": "base", "name": "unsigned short"}}}}},
+        "_HEAP_VS_CHUNK_HEADER_SIZE": {"kind": "union", "size": 8, "fields": {
+          "UnsafeSize": {"offset": 0, "type": {"kind": "bitfield", "bit_position": 16,
+            "bit_length": 16, "type": {"kind": "base", "name": "unsigned long"}}},
+          "UnsafePrevSize": {"offset": 4, "type": {"kind": "bitfield", "bit_position": 0,
+            "bit_length": 16, "type": {"kind": "base", "name": "unsigned long"}}},
+          "Allocated": {"offset": 4, "type": {"kind": "bitfield", "bit_position": 16,
+            "bit_length": 8, "type": {"kind": "base", "name": "unsigned long"}}},
+          "HeaderBits": {"offset": 0, "type": {"kind": "base", "name": "unsigned long long"}}}},
+        "_HEAP_VS_CHUNK_HEADER": {"kind": "struct", "size": 16, "fields": {
+          "Sizes": {"offset": 0, "type": {"kind": "union", "name": "_HEAP_VS_CHUNK_HEADER_SIZE"}}}},
+        "_HEAP_LFH_SUBSEGMENT_ENCODED_OFFSETS": {"kind": "struct", "size": 4, "fields": {
+          "BlockSize": {"offset": 0, "type": {"kind": "base", "name": "unsigned short"}},
+          "FirstBlockOffset": {"offset": 2, "type": {"kind": "base", "name": "unsigned short"}}}},
+        "_HEAP_LFH_SUBSEGMENT": {"kind": "struct", "size": 72, "fields": {
+          "FreeCount": {"offset": 32, "type": {"kind": "base", "name": "unsigned short"}},
+          "BlockCount": {"offset": 34, "type": {"kind": "base", "name": "unsigned short"}},
+          "BlockOffsets": {"offset": 40, "type": {"kind": "struct",
+            "name": "_HEAP_LFH_SUBSEGMENT_ENCODED_OFFSETS"}},
+          "BlockBitmap": {"offset": 64, "type": {"kind": "array", "count": 1,
+            "subtype": {"kind": "base", "name": "unsigned long long"}}}}},
+        "_RTLP_HP_HEAP_GLOBALS": {"kind": "struct", "size": 16, "fields": {
+          "HeapKey": {"offset": 0, "type": {"kind": "base", "name": "unsigned long long"}},
+          "LfhKey": {"offset": 8, "type": {"kind": "base", "name": "unsigned long long"}}}}
+      }
+    }"#;
+
+    #[test]
+    fn isf_types_replace_the_profile_layouts() {
+        let (mut s, l) = (seg(), pool());
+        let syms = Symbols::from_isf(SEG_ISF, "k.json").unwrap();
+        let mut src = Sources::new();
+        s.apply_symbols(&syms, &mut src);
+        for ty in [VS_SUBSEGMENT, VS_CHUNK_HEADER, LFH_SUBSEGMENT, HEAP_GLOBALS] {
+            assert_eq!(src[ty], "symbols k.json", "{ty}");
+        }
+        assert_eq!((s.vs_size.offset(), s.vs_signature.offset()), (0x20, 0x24));
+        assert_eq!(s.vs_signature.mask(), 0x7FFF);
+        assert_eq!((s.size_shift, s.prev_shift, s.alloc_shift), (16, 32, 48));
+        assert_eq!((s.lfh_free_count, s.lfh_block_count), (0x20, 0x22));
+        assert_eq!((s.lfh_offsets, s.lfh_bitmap, s.chunk), (0x28, 0x40, 0x10));
+        // The moved signature is where the scan looks for it.
+        let page = vs_page(&s, &[(0x10, true), (0xED, false)]);
+        assert_eq!(
+            page[0x24..0x26],
+            ((0x100 ^ 0x2BED) as u16 & 0x7FFF).to_le_bytes()
+        );
+        assert_eq!(candidate(&page, &s), Some(Kind::Vs));
+        let p = Pages {
+            va: VA,
+            pages: vec![Some(&page[..])],
+        };
+        assert_eq!(
+            walk_vs(&p, 0x1000, &s, &l, (KEY, u64::MAX)).unwrap().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn implausible_isf_types_leave_the_profile_layouts() {
+        let bad = SEG_ISF
+            .replace(r#""offset": 36"#, r#""offset": 1099511627776"#)
+            .replace(r#""bit_position": 16,"#, r#""bit_position": 300,"#)
+            .replace(r#""offset": 64"#, r#""offset": 4096"#)
+            .replace(
+                r#""size": 16, "fields": {
+          "Sizes""#,
+                r#""size": 0, "fields": {
+          "Sizes""#,
+            );
+        let syms = Symbols::from_isf(&bad, "bad.json").unwrap();
+        let (mut s, before) = (seg(), seg());
+        let mut src = Sources::new();
+        s.apply_symbols(&syms, &mut src);
+        assert_eq!(src.keys().collect::<Vec<_>>(), [HEAP_GLOBALS]);
+        assert_eq!(s.vs_signature.offset(), before.vs_signature.offset());
+        assert_eq!((s.lfh_bitmap, s.chunk), (before.lfh_bitmap, before.chunk));
+        assert_eq!(s.size_shift, before.size_shift);
+    }
+
     #[test]
     fn hostile_pages_never_panic() {
         let (s, l) = (seg(), pool());

@@ -61,6 +61,10 @@ pub enum TableKind {
     PerCpu,
     /// nt!PoolTrackTableExpansion.
     Expansion,
+    /// The session pool's table (nt!ExpSessionPoolTrackTable, or _MM_SESSION_SPACE.PoolTags).
+    Session,
+    /// The session's expansion table (_MM_SESSION_SPACE.PoolTrackTableExpansion).
+    SessionExpansion,
 }
 
 impl TableKind {
@@ -69,6 +73,8 @@ impl TableKind {
             TableKind::Global => "PoolTrackTable",
             TableKind::PerCpu => "ExPoolTagTables",
             TableKind::Expansion => "PoolTrackTableExpansion",
+            TableKind::Session => "ExpSessionPoolTrackTable",
+            TableKind::SessionExpansion => "_MM_SESSION_SPACE.PoolTrackTableExpansion",
         }
     }
 }
@@ -106,7 +112,7 @@ pub enum SortBy {
 }
 
 /// The rows (non-zero keys) of `entries` tracker entries at `va`.
-fn read_rows(
+pub(crate) fn read_rows(
     tr: &mut Translator,
     layout: &PoolLayout,
     va: u64,
@@ -176,6 +182,47 @@ pub(crate) fn hashed_keys_valid(keys: &[u32]) -> bool {
     }
     let mut any = false;
     for (s, &k) in slots.iter().enumerate() {
+        if k == 0 {
+            continue;
+        }
+        let h = hash(k, mask as u64) as usize;
+        if (s.wrapping_sub(h) & mask) >= run[s] {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
+/// The session table's overflow key ('Ovfl'), the only key its last entry may hold.
+pub(crate) const OVERFLOW_KEY: u32 = u32::from_le_bytes(*b"Ovfl");
+
+/// Whether the keys of a session tracker table (ExpSessionPoolTrackTableSize = 2^k entries,
+/// Mask = Size - 1) are where the kernel's probing puts them: every key of slots 0..Size-2 at
+/// or after its hash slot with no empty slot between, where the last slot counts as taken (a
+/// probe passes it by; only 'Ovfl' is ever stored there). At least one key and one empty slot
+/// are required.
+pub(crate) fn session_keys_valid(keys: &[u32]) -> bool {
+    let n = keys.len();
+    if n < 4 || !n.is_power_of_two() || !matches!(keys[n - 1], 0 | OVERFLOW_KEY) {
+        return false;
+    }
+    let mask = n - 1;
+    let taken = |s: usize| keys[s] != 0 || s == n - 1;
+    let Some(empty) = (0..n).find(|&s| !taken(s)) else {
+        return false;
+    };
+    let mut run = vec![0usize; n];
+    for step in 1..=n {
+        let s = (empty + step) & mask;
+        run[s] = if taken(s) {
+            run[(s + mask) & mask] + 1
+        } else {
+            0
+        };
+    }
+    let mut any = false;
+    for (s, &k) in keys[..n - 1].iter().enumerate() {
         if k == 0 {
             continue;
         }
@@ -279,7 +326,14 @@ impl TrackerTable {
         Ok(t)
     }
 
-    fn add(&mut self, kind: TableKind, va: u64, entries: u64, cpus: Vec<u32>, rows: Vec<TagUsage>) {
+    pub(crate) fn add(
+        &mut self,
+        kind: TableKind,
+        va: u64,
+        entries: u64,
+        cpus: Vec<u32>,
+        rows: Vec<TagUsage>,
+    ) {
         self.tables.push(TableRead {
             kind,
             va,
@@ -361,7 +415,7 @@ impl TrackerTable {
     }
 
     /// The tables summed, for `sources`.
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let cpus = |c: &[u32]| c.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         let parts: Vec<String> = self
             .tables
@@ -376,6 +430,13 @@ impl TrackerTable {
                 TableKind::PerCpu => format!("ExPoolTagTables[{}] 0x{:x}", cpus(&t.cpus), t.va),
                 TableKind::Expansion => format!(
                     "PoolTrackTableExpansion 0x{:x} ({} entries; its layout is taken as _POOL_TRACKER_TABLE's, unsure)",
+                    t.va, t.entries
+                ),
+                TableKind::Session => {
+                    format!("session table 0x{:x} ({} entries)", t.va, t.entries)
+                }
+                TableKind::SessionExpansion => format!(
+                    "the session's PoolTrackTableExpansion 0x{:x} ({} entries)",
                     t.va, t.entries
                 ),
             })
@@ -478,6 +539,50 @@ mod tests {
         // full and empty tables prove nothing
         assert!(!hashed_keys_valid(&[0u32; 33]));
         assert!(!hashed_keys_valid(&[tag(b"Full"); 17]));
+    }
+
+    /// A session table of `n` (2^k) entries with `keys` inserted as the kernel does: linear
+    /// probing from the hash slot, the last entry passed by.
+    fn session_table(n: usize, keys: &[u32]) -> Vec<u32> {
+        let mask = n - 1;
+        let mut t = vec![0u32; n];
+        for &k in keys {
+            let mut s = hash(k, mask as u64) as usize;
+            while t[s] != 0 || s == n - 1 {
+                s = (s + 1) & mask;
+            }
+            t[s] = k;
+        }
+        t
+    }
+
+    #[test]
+    fn session_keys_validate_where_the_kernel_probes_them() {
+        let keys: Vec<u32> = (0..30u32).map(|i| tag(b"Us00") + (i << 24)).collect();
+        let t = session_table(64, &keys);
+        assert!(session_keys_valid(&t));
+        // a key whose probe passed the last slot lands at slot 0 and still validates
+        let last = (0..u32::MAX)
+            .map(|i| tag(b"La00") + i)
+            .find(|&k| hash(k, 15) == 15)
+            .unwrap();
+        let t = session_table(16, &[last]);
+        assert_eq!(t[0], last);
+        assert!(session_keys_valid(&t));
+        // a key stored in the last slot is no kernel's; 'Ovfl' there is
+        let mut bad = vec![0u32; 16];
+        bad[15] = last;
+        assert!(!session_keys_valid(&bad));
+        let mut ovfl = session_table(16, &[tag(b"Gla5")]);
+        ovfl[15] = OVERFLOW_KEY;
+        assert!(session_keys_valid(&ovfl));
+        // the global layout (2^k+1) and a wrong size do not validate
+        let g = session_table(64, &keys);
+        assert!(!session_keys_valid(&g[..63]));
+        let mut bigger = session_table(64, &keys);
+        bigger.resize(128, 0);
+        assert!(!session_keys_valid(&bigger));
+        assert!(!session_keys_valid(&[0u32; 16]));
     }
 
     #[test]

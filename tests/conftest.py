@@ -7,11 +7,13 @@ forged
     ``scenario`` is a builtin name (see ``poolscope.forge.BUILTINS``), a dict, a
     ``Scenario`` or a path to a scenario JSON file; ``overrides`` replace scenario fields
     with JSON-style values, e.g. ``forged("win7sp1", dump_type="kernel_bitmap")`` or
-    ``forged("win10-19045", kdbg="encoded")``; the Driver Verifier builtins are
-    ``win7sp1-verifier`` and ``win10-19045-verifier`` (ground truth in
-    ``truth.verifier``). Results for names, dicts and paths are
-    cached for the session, keyed by (scenario, overrides): treat the returned file and
-    ground truth as read-only (copy the file before modifying it).
+    ``forged("win10-19045", kdbg="encoded")``; the builtins per build are
+    ``win7sp1``, ``win10-18363``, ``win10-19045``, ``win11-22631``, ``win11-26100``, each
+    with a ``-verifier`` variant (Driver Verifier; ground truth in ``truth.verifier``), and
+    ``-leak`` (the blog's pool leak) for 7601, 19045 and 26100 (``poolscope.forge.BUILTINS``).
+    Results for names, dicts and paths are cached for the session, keyed by (scenario,
+    overrides): treat the returned file and ground truth as read-only (copy the file before
+    modifying it).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ NAMES = {
     "vista-x64",
     "win7sp1-x64",
     "win10-17763-x64",
+    "win10-18362-x64",
     "win10-19041-x64",
     "win11-22000-x64",
     "win11-22621-x64",
@@ -61,7 +62,10 @@ def test_every_builtin_profile_parses():
     [
         (7601, "win7sp1-x64", False),
         (17763, "win10-17763-x64", False),
-        (18363, "win10-17763-x64", True),
+        (18361, "win10-17763-x64", False),
+        (18362, "win10-18362-x64", False),
+        (18363, "win10-18362-x64", False),
+        (19040, "win10-18362-x64", False),
         (19045, "win10-19041-x64", False),
         (22000, "win11-22000-x64", False),
         (22631, "win11-22621-x64", False),
@@ -79,8 +83,23 @@ def test_build_selects_profile(build, name, fallback):
 def test_layout_facts_per_family():
     """A few facts each family exists for (shared/specs: pool-structures.md, verifier.md)."""
     rs5, w11, nkl = load_profile(17763), load_profile(22631), load_profile(26100)
+    h19, vb = load_profile(18363), load_profile(19045)
     assert rs5["pool"]["layout"] == "legacy"
     assert (rs5["pool"]["tracker"]["size"], rs5["pool"]["big_page"]["size"]) == ("0x38", "0x18")
+    # 1903/1909: 19041's segment heap and tracker sizes, 17763's verifier, their own session space
+    assert h19["pool"]["layout"] == "segment_heap" and h19["pool"]["big_pool_threshold"] == "0xFE0"
+    assert (h19["pool"]["tracker"]["size"], h19["pool"]["big_page"]["size"]) == ("0x38", "0x18")
+    assert h19["pool"]["segment_heap"]["lfh_subsegment"]["va_shift"] == "low32"
+    strip = lambda d: {n: x for n, x in d.items() if n not in ("note", "unsure")}  # noqa: E731
+    for k in ("vs_subsegment", "vs_chunk_header", "lfh_subsegment", "keys"):
+        assert strip(h19["pool"]["segment_heap"][k]) == strip(vb["pool"]["segment_heap"][k]), k
+    assert h19["verifier"] == dict(rs5["verifier"], unsure=h19["verifier"]["unsure"])
+    mm = h19["pool"]["session"]["mm_session_space"]
+    assert (mm["PoolTags"], mm["PoolTrackTableExpansion"], h19["pool"]["session"]["entries"]) == (
+        "0x1000",
+        "0x4E8",
+        "0x100",
+    )
     for p in (w11, nkl):
         assert p["pool"]["layout"] == "segment_heap"
         assert (p["pool"]["tracker"]["size"], p["pool"]["big_page"]["size"]) == ("0x50", "0x20")
@@ -88,14 +107,20 @@ def test_layout_facts_per_family():
         assert set(p["pool"]["segment_heap"]) == set(load_profile(19041)["pool"]["segment_heap"])
     assert w11["pool"]["segment_heap"]["lfh_subsegment"]["va_shift"] == "low32"
     assert nkl["pool"]["segment_heap"]["lfh_subsegment"]["va_shift"] == "full"
-    v = {b: VerifierLayout.from_profile(load_profile(b)) for b in (7601, 17763, 22631, 26100)}
-    assert [v[b].const["pool_trace_frames"] for b in v] == [13, 13, 50, 50]
-    assert [v[b].size("pool_trace") for b in v] == [0x80, 0x80, 0x1A8, 0x1A8]
-    assert [v[b].off("suspect_driver_entry", "BaseName.Length") for b in v] == [0x18] * 3 + [0x28]
-    assert [v[b].off("target_driver", "VerifiedData") for b in v] == [0x28, 0x38, 0x38, 0x40]
-    assert [v[b].size("avl_tree") for b in v] == [0x40, 0x28, 0x28, 0x20]
-    assert [v[b].off("mm_driver_verifier_data", "PagedBytes") for b in v] == [0x50] * 2 + [0x58] * 2
-    assert [v[b].tags["pool_trace"][0] for b in v] == ["VfPT", "VfPT", "ViIn", "ViIn"]
+    builds = (7601, 17763, 18363, 19045, 22631, 26100)
+    v = {b: VerifierLayout.from_profile(load_profile(b)) for b in builds}
+    assert [v[b].const["pool_trace_frames"] for b in v] == [13] * 4 + [50] * 2
+    assert [v[b].size("pool_trace") for b in v] == [0x80] * 4 + [0x1A8] * 2
+    assert [v[b].off("suspect_driver_entry", "BaseName.Length") for b in v] == [0x18] * 5 + [0x28]
+    assert [v[b].off("target_driver", "VerifiedData") for b in v] == [0x28] + [0x38] * 4 + [0x40]
+    assert [v[b].size("avl_tree") for b in v] == [0x40] + [0x28] * 4 + [0x20]
+    assert [v[b].off("mm_driver_verifier_data", "PagedBytes") for b in v] == [0x50] * 4 + [0x58] * 2
+    assert [v[b].off("verified_driver_data", "CurrentPagedPoolAllocations") for b in v] == [
+        0x50, 0x60, 0x60, 0x68, 0x70, 0x70
+    ]  # fmt: skip
+    sizes = [v[b].size("verified_driver_data") for b in v]
+    assert sizes == [0x100, 0x120, 0x120, 0x130, 0x130, 0x120]
+    assert [v[b].tags["pool_trace"][0] for b in v] == ["VfPT"] * 4 + ["ViIn"] * 2
 
 
 def test_cli_profiles_json_lists_them_all():

@@ -30,8 +30,9 @@ COUNTERS = (
 SESSION_TAGS = {"Gla5", "Usqm", "Ustx"}
 """The background pool's session tags (win32k's: session paged Gla5 and Usqm, nonpaged Ustx)."""
 
-BUILDS = ["win7sp1", "win10-19045"]
-"""Builds whose profile describes the session tagging database. 22621+ (win11-26100) has no
+BUILDS = ["win7sp1", "win10-18363", "win10-19045"]
+"""Builds whose profile describes the session tagging database (1909's session space keeps the
+expansion table at +0x4E8, 19041's at +0x3D0). 22621+ (win11-26100) has no
 source for it: its profiles leave it out and the reader says so (see the last tests)."""
 CASES = [(b, s) for b in BUILDS for s in (None, "isf")]
 """(scenario, symbols): without symbols the session variables come from the search of nt data

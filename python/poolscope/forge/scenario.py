@@ -45,6 +45,8 @@ VISTA_BUILD_LABS = {
 6002.18005); the dates are synthetic."""
 WIN10_BUILD_LABS = {
     17763: "17763.1.amd64fre.rs5_release.180914-1434",
+    18362: "18362.1.amd64fre.19h1_release.190318-1202",
+    18363: "18362.1.amd64fre.19h1_release.190318-1202",  # 1909: enablement package on 18362
     19041: "19041.1.amd64fre.vb_release.191206-1406",
     19045: "19041.1.amd64fre.vb_release.191206-1406",  # 22H2 is an enablement package on 19041
     22000: "22000.1.amd64fre.co_release.210604-1628",
@@ -1050,6 +1052,12 @@ WIN10_BACKGROUND_POOL: dict[str, Any] = dict(
 )
 """The demo's background pool on Windows 8+: object tags without the protected bit."""
 BUILTINS["win10-19045"]["pool"] = WIN10_BACKGROUND_POOL
+BUILTINS["win10-18363"] = dict(
+    BUILTINS["win10-19045"], name="win10-18363", build=18363,
+    system_time="2020-09-14T16:48:05Z", seed=18363,
+)  # fmt: skip
+"""Windows 10 1909 (the win10-18362-x64 profile): the segment-heap pool of 19041 with 1903/1909's
+_MM_SESSION_SPACE (expansion table at 0x4E8) and the same background pool as win10-19045."""
 BUILTINS["win11-22631"] = dict(
     BUILTINS["win10-19045"], name="win11-22631", build=22631,
     system_time="2025-05-20T14:02:11Z", seed=22631,
@@ -1150,6 +1158,15 @@ BUILTINS["win10-19045-verifier"] = dict(
 )
 """The verifier demo on the 19041 layout (two AVL tables, a 0x10000-entry pool log as
 Win10 enforces, background pool without protected tags)."""
+BUILTINS["win10-18363-verifier"] = dict(
+    BUILTINS["win10-19045-verifier"],
+    name="win10-18363-verifier",
+    build=18363,
+    system_time=BUILTINS["win10-18363"]["system_time"],
+    seed=183630,
+)
+"""The verifier demo on 1909 (win10-18362-x64 profile: the 17134-18362 layout,
+VF_TARGET_VERIFIED_DRIVER_DATA of 0x120 bytes with its counters from 0x60)."""
 VERIFIER_DEMO_WIN11: dict[str, Any] = dict(
     VERIFIER_DEMO,
     drivers=[
@@ -1218,8 +1235,9 @@ free entries, oldfilt.sys is unloaded, the 0x400-entry pool log is wrapped. No I
 def builtin(name: str) -> Scenario:
     """A built-in scenario: ``win7sp1`` (the demo, with a background pool),
     ``win7sp1-bitmap``, ``win7sp1-leak`` (1 GiB, sparse: the "Leak" pool leak),
-    ``win10-19045``, ``win10-19045-encoded``, ``win7sp1-4g`` and ``win7sp1-8g`` (pattern-
-    filled full dumps for benchmarks), ``win7sp1-verifier`` and ``win10-19045-verifier``
+    ``win10-19045``, ``win10-18363``, ``win10-19045-encoded``, ``win7sp1-4g`` and
+    ``win7sp1-8g`` (pattern-filled full dumps for benchmarks), ``win7sp1-verifier``,
+    ``win10-18363-verifier`` and ``win10-19045-verifier``
     (Driver Verifier state: see ``VERIFIER_DEMO``), ``vista-sp2`` and ``vista-sp2-verifier``
     (build 6002, the vista-x64 profile; the verifier demo on MiSuspectDriverList)."""
     try:

@@ -23,6 +23,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../profiles/win10-17763-x64.json"),
     ),
     (
+        "win10-18362-x64.json",
+        include_str!("../../profiles/win10-18362-x64.json"),
+    ),
+    (
         "win10-19041-x64.json",
         include_str!("../../profiles/win10-19041-x64.json"),
     ),
@@ -195,8 +199,9 @@ mod tests {
             (9600, "win7sp1-x64", false),
             (17763, "win10-17763-x64", true),
             (18361, "win10-17763-x64", true),
-            (18362, "win10-17763-x64", false),
-            (18363, "win10-17763-x64", false),
+            (18362, "win10-18362-x64", true),
+            (18363, "win10-18362-x64", true),
+            (19040, "win10-18362-x64", true),
             (19041, "win10-19041-x64", true),
             (19045, "win10-19041-x64", true),
             (20348, "win10-19041-x64", false),

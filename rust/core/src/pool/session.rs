@@ -248,6 +248,15 @@ mod tests {
             (w7.table_offset, w7.expansion),
             (Some(0x2000), Some((0x1F30, 0x1F38)))
         );
+        // 1903/1909: PoolTags at 0x1000 as on 19041, the expansion fields further on.
+        for b in [18362, 18363] {
+            let w = layout(b);
+            assert_eq!(
+                (w.table_offset, w.expansion),
+                (Some(0x1000), Some((0x4E8, 0x4F0))),
+                "{b}"
+            );
+        }
         let w10 = layout(19045);
         assert_eq!(
             (w10.table_offset, w10.expansion),

@@ -394,7 +394,7 @@ mod tests {
     #[test]
     fn per_build_layouts() {
         let tag = |t: &[u8; 4]| u32::from_le_bytes(*t);
-        for build in [7601, 17763, 19041, 22000, 22631, 26100] {
+        for build in [7601, 17763, 18363, 19041, 22000, 22631, 26100] {
             let l = VerifierLayout::from_profile(&profile(build)).unwrap();
             assert_eq!(l.driver_list, DriverList::SuspectListAvl, "{build}");
             assert_eq!(l.pool_entry.size, 0x20, "{build}");
@@ -416,12 +416,20 @@ mod tests {
             );
         }
         let off = |e: &Entry, n: &str| e.field(n).unwrap().offset();
-        let rs5 = VerifierLayout::from_profile(&profile(17763)).unwrap();
-        assert_eq!(rs5.mm_data.size, 0xA8);
-        assert_eq!(off(&rs5.mm_data, "PagedBytes"), 0x50);
-        assert_eq!(off(&rs5.verified, "CurrentPagedPoolAllocations"), 0x60);
-        assert_eq!(off(&rs5.verified, "PeakNonPagedBytes"), 0x88);
-        assert_eq!(off(&rs5.target, "VerifiedData"), 0x38);
+        // 17763 and 1903/1909 (the 17134-18362 column): counters from 0x60, no DifPluginData.
+        for build in [17763, 18362, 18363] {
+            let l = VerifierLayout::from_profile(&profile(build)).unwrap();
+            assert_eq!(l.mm_data.size, 0xA8, "{build}");
+            assert_eq!(off(&l.mm_data, "PagedBytes"), 0x50, "{build}");
+            assert_eq!(l.verified.size, 0x120, "{build}");
+            assert_eq!(
+                off(&l.verified, "CurrentPagedPoolAllocations"),
+                0x60,
+                "{build}"
+            );
+            assert_eq!(off(&l.verified, "PeakNonPagedBytes"), 0x88, "{build}");
+            assert_eq!(off(&l.target, "VerifiedData"), 0x38, "{build}");
+        }
         let w11 = VerifierLayout::from_profile(&profile(22631)).unwrap();
         assert_eq!(w11.mm_data.size, 0xB0);
         assert_eq!(off(&w11.mm_data, "AllocationFreed"), 0x30);

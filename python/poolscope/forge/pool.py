@@ -259,6 +259,14 @@ def classify_page(page: bytes, lay: PoolLayout) -> str | None:
     return "rejected" if kind == "allocated" else "rejected_free_first"
 
 
+def _row(rows: dict[int, dict[str, int]], tag: int) -> dict[str, int]:
+    """The tracker row of ``tag`` (protected bit cleared), created with zero counters."""
+    tag &= ~PROTECTED
+    if tag not in rows:
+        rows[tag] = {f"{p}_{f}": 0 for p in GLOBAL_POOLS for f in ("allocs", "frees", "bytes")}
+    return rows[tag]
+
+
 # ------------------------------------------------------------------- the builder
 @dataclass
 class Block:
@@ -665,35 +673,25 @@ class PoolBuilder:
         self._alloc_tag_tables()
         self._alloc_session()
         rows: dict[int, dict[str, int]] = {}
-        pre = {"nonpaged": "nonpaged", "paged": "paged"}
-
-        def row(tag: int) -> dict[str, int]:
-            tag &= ~PROTECTED
-            if tag not in rows:
-                rows[tag] = {
-                    f"{p}_{f}": 0 for p in GLOBAL_POOLS for f in ("allocs", "frees", "bytes")
-                }
-            return rows[tag]
-
         for b in self.big:
-            r = row(b.tag)
+            r = _row(rows, b.tag)
             r[f"{b.pool}_allocs"] += 1
             r[f"{b.pool}_bytes"] += b.nbytes
         for page in self.pages:
-            if page.pool not in pre:
+            if page.pool not in GLOBAL_POOLS:
                 continue
             for b in page.blocks:
                 if b.allocated:
-                    r = row(b.tag)
+                    r = _row(rows, b.tag)
                     r[f"{page.pool}_allocs"] += 1
                     r[f"{page.pool}_bytes"] += b.units * self.lay.unit
         for b in self.freed:
-            r = row(b.tag)
+            r = _row(rows, b.tag)
             r[f"{b.pool}_allocs"] += 1
             r[f"{b.pool}_frees"] += 1
         for (tag, pool), n in sorted(self.frees.items()):
             if n:
-                r = row(tag)
+                r = _row(rows, tag)
                 r[f"{pool}_allocs"] += n
                 r[f"{pool}_frees"] += n
         return rows
@@ -968,26 +966,18 @@ class PoolBuilder:
         frees (each an Alloc and a Free)."""
         rows: dict[int, dict[str, int]] = {}
 
-        def row(tag: int) -> dict[str, int]:
-            tag &= ~PROTECTED
-            if tag not in rows:
-                rows[tag] = {
-                    f"{p}_{f}": 0 for p in GLOBAL_POOLS for f in ("allocs", "frees", "bytes")
-                }
-            return rows[tag]
-
         for page in self.pages:
             if not page.pool.startswith("session_"):
                 continue
             pool = page.pool.removeprefix("session_")
             for b in page.blocks:
                 if b.allocated:
-                    r = row(b.tag)
+                    r = _row(rows, b.tag)
                     r[f"{pool}_allocs"] += 1
                     r[f"{pool}_bytes"] += b.units * self.lay.unit
         for (tag, pool), n in sorted(self.session_frees.items()):
             if n:
-                r = row(tag)
+                r = _row(rows, tag)
                 r[f"{pool.removeprefix('session_')}_allocs"] += n
                 r[f"{pool.removeprefix('session_')}_frees"] += n
         return rows

@@ -87,12 +87,7 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
             a.memory = Some(MemorySummary::from_kdbg(k));
             a.sources.insert("memory".into(), "KDBG variables".into());
             if let Some(l) = &layout {
-                let kernel = Kernel {
-                    kdbg: k,
-                    symbols: dump.symbols.as_ref(),
-                    layout: l,
-                    processors: dump.header().number_processors,
-                };
+                let kernel = kernel_of(dump, k, l);
                 match TrackerTable::read(&mut tr, kernel, &mut a.sources) {
                     Ok(t) => a.tracker = Some(t),
                     Err(e) => missing(&mut a, "poolused", e),
@@ -230,12 +225,7 @@ fn page_scan(dump: &Dump, l: &PoolLayout, keep: &Keep, sources: &mut Sources) ->
             Ok(crate::pool::pages::scan(&dump.physical(), &rmap, l, keep))
         }
         (Allocator::SegmentHeap, Some(seg)) => {
-            let kernel = dump.kdbg.as_ref().map(|kdbg| Kernel {
-                kdbg,
-                symbols: dump.symbols.as_ref(),
-                layout: l,
-                processors: dump.header().number_processors,
-            });
+            let kernel = dump.kdbg.as_ref().map(|kdbg| kernel_of(dump, kdbg, l));
             sources.insert(
                 "pool_scan".into(),
                 "segment heap: POOL_HEADERs of VS chunks and LFH blocks inside decoded subsegments"
@@ -391,6 +381,20 @@ fn pool_layout(dump: &Dump, sources: &mut Sources) -> Result<PoolLayout> {
     Ok(l)
 }
 
+/// Where the kernel's variables are found: KDBG, the dump's symbols, the pool layout.
+fn kernel_of<'a>(
+    dump: &'a Dump,
+    kdbg: &'a crate::kernel::Kdbg,
+    layout: &'a PoolLayout,
+) -> Kernel<'a> {
+    Kernel {
+        kdbg,
+        symbols: dump.symbols.as_ref(),
+        layout,
+        processors: dump.header().number_processors,
+    }
+}
+
 fn need_kdbg(dump: &Dump) -> Result<&crate::kernel::Kdbg> {
     dump.kdbg.as_ref().ok_or_else(|| {
         Error::unsupported("no KDBG in this dump: the kernel's pool variables cannot be located")
@@ -401,12 +405,7 @@ fn need_kdbg(dump: &Dump) -> Result<&crate::kernel::Kdbg> {
 pub fn poolused(dump: &Dump, sort: SortBy, top: Option<usize>) -> Result<(Vec<TagUsage>, Sources)> {
     let mut sources = Sources::new();
     let layout = pool_layout(dump, &mut sources)?;
-    let kernel = Kernel {
-        kdbg: need_kdbg(dump)?,
-        symbols: dump.symbols.as_ref(),
-        layout: &layout,
-        processors: dump.header().number_processors,
-    };
+    let kernel = kernel_of(dump, need_kdbg(dump)?, &layout);
     let t = TrackerTable::read(&mut dump.space().translator(), kernel, &mut sources)?;
     Ok((t.poolused(sort, top), sources))
 }
@@ -420,12 +419,7 @@ pub fn poolused_session(
 ) -> Result<(Vec<TagUsage>, Sources)> {
     let mut sources = Sources::new();
     let layout = pool_layout(dump, &mut sources)?;
-    let kernel = Kernel {
-        kdbg: need_kdbg(dump)?,
-        symbols: dump.symbols.as_ref(),
-        layout: &layout,
-        processors: dump.header().number_processors,
-    };
+    let kernel = kernel_of(dump, need_kdbg(dump)?, &layout);
     let t = session::read(&mut dump.space().translator(), kernel, &mut sources)?;
     Ok((t.poolused(sort, top), sources))
 }
@@ -441,12 +435,7 @@ pub fn pool_scan(dump: &Dump, keep: &Keep) -> Result<(PoolScan, PoolLayout)> {
 pub fn big_pool(dump: &Dump) -> Result<BigPool> {
     let mut sources = Sources::new();
     let layout = pool_layout(dump, &mut sources)?;
-    let kernel = Kernel {
-        kdbg: need_kdbg(dump)?,
-        symbols: dump.symbols.as_ref(),
-        layout: &layout,
-        processors: dump.header().number_processors,
-    };
+    let kernel = kernel_of(dump, need_kdbg(dump)?, &layout);
     BigPool::read(&mut dump.space().translator(), kernel, &mut sources)
 }
 
@@ -511,12 +500,7 @@ pub fn verifier(dump: &Dump, driver: Option<&str>, address: Option<u64>) -> Resu
     }
     let bigpool = match (&pool, &dump.kdbg) {
         (Some(l), Some(k)) => {
-            let kernel = Kernel {
-                kdbg: k,
-                symbols: dump.symbols.as_ref(),
-                layout: l,
-                processors: dump.header().number_processors,
-            };
+            let kernel = kernel_of(dump, k, l);
             BigPool::read(&mut tr, kernel, &mut sources).ok()
         }
         _ => None,

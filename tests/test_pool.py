@@ -10,25 +10,24 @@ from collections import defaultdict
 import pytest
 
 import poolscope
-from dump_util import patch_va
-from isf_util import isf
-from poolscope.forge import load_profile
-
-COUNTERS = (
-    "nonpaged_allocs",
-    "nonpaged_frees",
-    "nonpaged_bytes",
-    "paged_allocs",
-    "paged_frees",
-    "paged_bytes",
+from dump_util import (
+    POOL_COUNTERS,
+    by_tag,
+    open_dump,
+    patch_va,
+    poolused_rows,
+    scanned_blocks,
+    summed,
+    truth_blocks,
 )
+from poolscope.forge import load_profile
 
 
 def expected_poolused(truth):
     """!poolused rows from the truth: summed per tag, rows with no bytes dropped."""
-    acc = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
+    acc = defaultdict(lambda: dict.fromkeys(POOL_COUNTERS, 0))
     for r in truth["pool"]["tracker"]["rows"]:
-        for c in COUNTERS:
+        for c in POOL_COUNTERS:
             acc[r["tag"]][c] += r[c]
     return {t: v for t, v in acc.items() if v["nonpaged_bytes"] or v["paged_bytes"]}
 
@@ -63,29 +62,6 @@ TRACKER_CASES = [
 nt data; with an ISF (written by the test from the forge's symbols) from the symbol table."""
 
 
-def open_dump(path, t, symbols, tmp_path):
-    """The dump, with an ISF of the forged kernel when ``symbols`` is "isf"."""
-    if symbols is None:
-        return poolscope.open(path)
-    f = tmp_path / "kernel.json"
-    isf(f, t)
-    return poolscope.open(path, symbols=f)
-
-
-def summed(rows):
-    """Counters summed per tag modulo 2^64 (as the reader sums tables), rows with no bytes
-    dropped: what !poolused shows."""
-    acc = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
-    for r in rows:
-        for c in COUNTERS:
-            acc[r["tag"]][c] = (acc[r["tag"]][c] + r[c]) % (1 << 64)
-    return {t: v for t, v in acc.items() if v["nonpaged_bytes"] or v["paged_bytes"]}
-
-
-def got_rows(rows):
-    return {r["tag"]: {c: r[c] for c in COUNTERS} for r in rows}
-
-
 @pytest.mark.parametrize("scenario,symbols", TRACKER_CASES)
 def test_poolused_equals_tracker_truth(forged, scenario, symbols, tmp_path):
     path, truth = forged(scenario)
@@ -94,7 +70,7 @@ def test_poolused_equals_tracker_truth(forged, scenario, symbols, tmp_path):
     with open_dump(path, t, symbols, tmp_path) as dump:
         rows = dump.poolused()
         by_paged = dump.poolused(sort="paged", top=3)
-    assert got_rows(rows) == want
+    assert poolused_rows(rows) == want
     for r in rows:
         assert r["nonpaged_in_use"] == r["nonpaged_allocs"] - r["nonpaged_frees"]
     keys = [(r["nonpaged_bytes"], r["paged_bytes"]) for r in rows]
@@ -150,7 +126,7 @@ def test_symbol_free_search_across_layouts(forged, scenario, seed, processors):
     path, truth = forged(scenario, seed=seed, processors=processors)
     t = truth.to_dict()
     with poolscope.open(path) as dump:
-        assert got_rows(dump.poolused()) == expected_poolused(t)
+        assert poolused_rows(dump.poolused()) == expected_poolused(t)
         assert len(dump.big_pool()) == len(t["pool"]["bigpool"]["rows"])
         src = dump.analyze()["sources"]
     want = f"{processors + 1} distinct table{'s' if processors else ''}"
@@ -175,7 +151,7 @@ def test_wrapped_per_cpu_bytes_sum_right(forged, scenario):
     with poolscope.open(path) as dump:
         raw = dump.read_virtual(at, 8)
         assert int.from_bytes(raw, "little") == r["nonpaged_bytes"] + (1 << 64)
-        rows = got_rows(dump.poolused())
+        rows = poolused_rows(dump.poolused())
     total = sum(
         q["nonpaged_bytes"] for y in tr["tables"] for q in y["rows"] if q["tag"] == r["tag"]
     )
@@ -197,7 +173,7 @@ def test_a_table_listed_twice_is_counted_once(forged, tmp_path, symbols):
     kept = [x for x in tr["tables"] if x["va"] != slots[2]]
     want = summed([r for x in kept for r in x["rows"]])
     with open_dump(path, t, symbols, tmp_path) as dump:
-        got = got_rows(dump.poolused())
+        got = poolused_rows(dump.poolused())
         desc = dump.analyze()["sources"]["tag_tables"]
     assert got == want != expected_poolused(t)
     assert desc.startswith("sum modulo 2^64 of 4 distinct tables")
@@ -216,9 +192,9 @@ def test_no_expansion_table_and_missing_per_cpu_tables(forged, tmp_path):
         patch_va(path, dump, t["symbols"]["PoolTrackTableExpansion"], bytes(8), truth)
     kept = [x for x in tr["tables"] if x["kind"] != "expansion"]
     with open_dump(path, t, "isf", tmp_path) as dump:
-        assert got_rows(dump.poolused()) == summed([r for x in kept for r in x["rows"]])
+        assert poolused_rows(dump.poolused()) == summed([r for x in kept for r in x["rows"]])
     with poolscope.open(path) as dump:
-        assert got_rows(dump.poolused()) == summed([r for x in kept for r in x["rows"]])
+        assert poolused_rows(dump.poolused()) == summed([r for x in kept for r in x["rows"]])
         doc = dump.analyze()
     assert doc["sources"]["PoolTrackTableExpansion"].startswith("not found")
     with poolscope.open(path) as dump:
@@ -238,27 +214,10 @@ def test_scan_pool_blocks_and_summaries_equal_truth(win7):
     assert s["pool_pages"] == t["pool"]["scan"]["pool_pages"]
     assert s["rejected_pages"] == t["pool"]["scan"]["rejected_pages"]
     assert s["layouts"] == [t["pool"]["layout"]]
-    key = lambda r: (r["tag"], r["pool"])  # noqa: E731
-    assert sorted(s["tags"], key=key) == sorted(t["pool"]["scan"]["tags"], key=key)
+    assert by_tag(s["tags"]) == by_tag(t["pool"]["scan"]["tags"])
 
     assert res.blocks is not None
-    got = sorted(
-        (
-            int(b["pa"], 16),
-            int(b["va"], 16) if b["va"] else 0,
-            b["tag"],
-            b["size"],
-            b["previous_size"],
-            b["pool"],
-            b["allocated"],
-        )
-        for b in res.blocks.rows()
-    )
-    want = sorted(
-        (b["pa"], b["va"], b["tag"], b["size"], b["previous_size"], b["pool"], b["allocated"])
-        for b in t["pool"]["blocks"]
-    )
-    assert got == want
+    assert scanned_blocks(res.blocks) == truth_blocks(t)
 
 
 def test_scan_pool_filters_by_tag_and_finds_no_phantom_tags(win7):

@@ -11,29 +11,11 @@ import struct
 import pytest
 
 import poolscope
+from dump_util import by_tag, scanned_blocks, truth_blocks
 from isf_util import isf
 from poolscope.forge import load_profile
 
 BUILDS = ["win10-19045", "win11-22631", "win11-26100"]
-
-
-def _rows(blocks):
-    return sorted(
-        (int(b["pa"], 16), int(b["va"], 16), b["tag"], b["size"], b["previous_size"], b["pool"],
-         b["allocated"])
-        for b in blocks.rows()
-    )  # fmt: skip
-
-
-def _want(t):
-    return sorted(
-        (b["pa"], b["va"], b["tag"], b["size"], b["previous_size"], b["pool"], b["allocated"])
-        for b in t["pool"]["blocks"]
-    )
-
-
-def _tags(rows):
-    return sorted(rows, key=lambda r: (r["tag"], r["pool"]))
 
 
 @pytest.mark.parametrize("scenario", BUILDS)
@@ -49,13 +31,13 @@ def test_segment_heap_scan_equals_truth(forged, scenario):
     assert s["layouts"] == ["segment_heap"]
     assert s["pool_pages"] == t["pool"]["scan"]["pool_pages"]
     assert s["rejected_pages"] == t["pool"]["scan"]["rejected_pages"] == 6
-    assert _tags(s["tags"]) == _tags(t["pool"]["scan"]["tags"])
+    assert by_tag(s["tags"]) == by_tag(t["pool"]["scan"]["tags"])
     assert res.blocks is not None
-    assert _rows(res.blocks) == _want(t)
+    assert scanned_blocks(res.blocks) == truth_blocks(t)
     # VS blocks that would straddle a page start the next page (MemProcFS's rule).
-    assert sum(1 for b in _want(t) if b[1] % 0x1000 == 0) >= 3
+    assert sum(1 for b in truth_blocks(t) if b[1] % 0x1000 == 0) >= 3
     # Freed LFH blocks keep their header: the bitmap, not the header, says they are free.
-    assert any(not b[6] for b in _want(t)) and any(b[6] for b in _want(t))
+    assert any(not b[6] for b in truth_blocks(t)) and any(b[6] for b in truth_blocks(t))
 
 
 @pytest.mark.parametrize("scenario", BUILDS)
@@ -69,7 +51,7 @@ def test_keys_come_from_symbols_or_are_recovered(forged, scenario, tmp_path):
     isf(sym, t)
     with_syms = poolscope.scan(path, symbols=sym).to_dict()
     assert with_syms["sources"]["HeapKey"].startswith("ExPoolState -> heap globals (symbols")
-    assert _tags(with_syms["pool_scan"]["tags"]) == _tags(t["pool"]["scan"]["tags"])
+    assert by_tag(with_syms["pool_scan"]["tags"]) == by_tag(t["pool"]["scan"]["tags"])
     assert with_syms["pool_scan"]["rejected_pages"] == t["pool"]["scan"]["rejected_pages"]
 
 
@@ -113,7 +95,7 @@ def test_pages_that_only_look_like_pool_add_nothing(forged, scenario, tmp_path):
             f.write(fakes[i % len(fakes)])
     with poolscope.open(path) as dump:
         s = dump.scan_pool().summary
-    assert _tags(s["tags"]) == _tags(t["pool"]["scan"]["tags"])
+    assert by_tag(s["tags"]) == by_tag(t["pool"]["scan"]["tags"])
     assert s["rejected_pages"] == t["pool"]["scan"]["rejected_pages"]
     assert s["pool_pages"] == t["pool"]["scan"]["pool_pages"]
 
@@ -150,7 +132,7 @@ def test_future_build_uses_the_nearest_older_family_and_says_so(forged):
     rep = poolscope.scan(path).to_dict()
     assert rep["dump"]["build"] == 30000 and rep["dump"]["modules"] == len(t["modules"])
     assert "nearest older family win11-26100-x64" in rep["sources"]["layout"]
-    assert _tags(rep["pool_scan"]["tags"]) == _tags(t["pool"]["scan"]["tags"])
+    assert by_tag(rep["pool_scan"]["tags"]) == by_tag(t["pool"]["scan"]["tags"])
 
 
 def test_a_profile_without_the_segment_heap_layout_says_what_is_missing(forged, tmp_path):

@@ -8,25 +8,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import poolscope
-from isf_util import isf
+from dump_util import POOL_COUNTERS, copy_patched, open_dump, poolused_rows, summed
 from poolscope.forge import load_profile
 from poolscope.report import Report
 
-COUNTERS = (
-    "nonpaged_allocs",
-    "nonpaged_frees",
-    "nonpaged_bytes",
-    "paged_allocs",
-    "paged_frees",
-    "paged_bytes",
-)
 SESSION_TAGS = {"Gla5", "Usqm", "Ustx"}
 """The background pool's session tags (win32k's: session paged Gla5 and Usqm, nonpaged Ustx)."""
 
@@ -39,42 +29,10 @@ CASES = [(b, s) for b in BUILDS for s in (None, "isf")]
 near PoolTrackTable, with an ISF (the forge's symbols) from the symbol table."""
 
 
-def open_dump(path: Path, t: dict[str, Any], symbols: str | None, tmp_path: Path) -> Any:
-    if symbols is None:
-        return poolscope.open(path)
-    f = tmp_path / "kernel.json"
-    isf(f, t)
-    return poolscope.open(path, symbols=f)
-
-
 def expected(t: dict[str, Any]) -> dict[str, dict[str, int]]:
     """!poolused 8 rows from the truth: every session table's rows summed per tag, rows with
     no bytes dropped."""
-    acc: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
-    for r in t["pool"]["session_tracker"]["rows"]:
-        for c in COUNTERS:
-            acc[r["tag"]][c] += r[c]
-    return {k: v for k, v in acc.items() if v["nonpaged_bytes"] or v["paged_bytes"]}
-
-
-def got(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    return {r["tag"]: {c: r[c] for c in COUNTERS} for r in rows}
-
-
-def copy_patched(src: Path, tmp_path: Path, truth: Any, edits: list[tuple[int, bytes]]) -> Path:
-    """A copy of the dump with the bytes at each kernel VA replaced (same page)."""
-    path = tmp_path / f"patched-{src.name}"
-    path.write_bytes(src.read_bytes())
-    with poolscope.open(src) as dump:
-        offsets = []
-        for va, data in edits:
-            pa = dump.translate(va).pa
-            offsets.append((truth.file_offset(pa >> 12) + (pa & 0xFFF), data))
-    with open(path, "r+b") as f:
-        for off, data in offsets:
-            f.seek(off)
-            f.write(data)
-    return path
+    return summed(t["pool"]["session_tracker"]["rows"])
 
 
 @pytest.mark.parametrize("scenario,symbols", CASES)
@@ -89,10 +47,10 @@ def test_session_rows_equal_the_truth(forged, tmp_path, scenario, symbols):
         doc = json.loads(dump.poolused_json("nonpaged", None, True))
         top = dump.poolused(sort="paged", top=1, session=True)
         global_tags = {r["tag"] for r in dump.poolused()}
-    assert got(rows) == want
+    assert poolused_rows(rows) == want
     assert doc["rows"] == rows
     for r in rows:
-        assert set(r) == {*COUNTERS, "tag", "nonpaged_in_use", "paged_in_use"}
+        assert set(r) == {*POOL_COUNTERS, "tag", "nonpaged_in_use", "paged_in_use"}
         assert r["nonpaged_in_use"] == r["nonpaged_allocs"] - r["nonpaged_frees"]
         assert r["paged_in_use"] == r["paged_allocs"] - r["paged_frees"]
     keys = [(r["nonpaged_bytes"], r["paged_bytes"]) for r in rows]
@@ -163,7 +121,7 @@ def test_session_table_in_memory_is_hashed_as_the_kernel_does(forged, scenario):
         rows.append({"tag": k.to_bytes(4, "little").decode(), "slot": s,
                      **{c: field(s, c.replace("nonpaged", "NonPaged").replace("paged", "Paged")
                                  .replace("_allocs", "Allocs").replace("_frees", "Frees")
-                                 .replace("_bytes", "Bytes")) for c in COUNTERS}})  # fmt: skip
+                                 .replace("_bytes", "Bytes")) for c in POOL_COUNTERS}})  # fmt: skip
     assert rows == st["tables"][0]["rows"]
 
 
@@ -179,7 +137,7 @@ def test_cli_session_flag(forged):
         return out.stdout
 
     rows = json.loads(cli("--session", "--json"))
-    assert got(rows) == want
+    assert poolused_rows(rows) == want
     assert all("description" in r for r in rows)
     assert not SESSION_TAGS & {r["tag"] for r in json.loads(cli("--json"))}
     text = cli("--session", "--sort", "paged")
@@ -194,7 +152,7 @@ def test_scan_report_has_poolused_session(forged, scenario):
     rep = poolscope.scan(path)
     d = rep.to_dict()
     assert "poolused_session" in d and "poolused_session" not in d["unavailable"]
-    assert got(d["poolused_session"]) == want
+    assert poolused_rows(d["poolused_session"]) == want
     assert all("description" in r for r in d["poolused_session"])
     assert not SESSION_TAGS & {r["tag"] for r in d["poolused"]}
     # an older report (without the key) still loads, with no session rows
@@ -204,7 +162,7 @@ def test_scan_report_has_poolused_session(forged, scenario):
         [sys.executable, "-m", "poolscope.cli", "scan", str(path), "--json"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert got(json.loads(out.stdout)["poolused_session"]) == want
+    assert poolused_rows(json.loads(out.stdout)["poolused_session"]) == want
 
 
 @pytest.mark.parametrize("scenario", ["win7sp1", "win10-19045"])
@@ -269,7 +227,7 @@ def test_without_the_session_expansion_table(forged, tmp_path, symbols):
     with open_dump(path, t, symbols, tmp_path) as dump:
         rows = dump.poolused(session=True)
         src_doc = json.loads(dump.poolused_json("nonpaged", None, True))["sources"]
-    assert got(rows) == {r["tag"]: {c: r[c] for c in COUNTERS} for r in kept}
+    assert poolused_rows(rows) == {r["tag"]: {c: r[c] for c in POOL_COUNTERS} for r in kept}
     assert src_doc["session PoolTrackTableExpansion"].startswith("none")
 
 
@@ -284,7 +242,7 @@ def test_win11_22000_keeps_the_table_in_session_space(forged, tmp_path, symbols)
     with open_dump(path, t, symbols, tmp_path) as dump:
         rows = dump.poolused(session=True)
         src = json.loads(dump.poolused_json("nonpaged", None, True))["sources"]
-    assert got(rows) == expected(t)
+    assert poolused_rows(rows) == expected(t)
     how = "symbols" if symbols else "heuristic"
     assert src["MmSessionSpace"].startswith(how)
     assert src["ExpSessionPoolTrackTableSize"].startswith(how)

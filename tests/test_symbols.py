@@ -11,12 +11,12 @@ from __future__ import annotations
 import copy
 import json
 import lzma
-from collections import defaultdict
 from typing import Any
 
 import pytest
 
 import poolscope
+from dump_util import poolused_rows, scanned_blocks, summed, truth_blocks
 from poolscope.forge import load_profile
 
 BUILDS = ["win7sp1", "win10-19045", "win11-26100"]
@@ -246,8 +246,6 @@ def write_isf(path, t: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------ figures and their truth
-COUNTERS = ("nonpaged_allocs", "nonpaged_frees", "nonpaged_bytes", "paged_allocs",
-            "paged_frees", "paged_bytes")  # fmt: skip
 DRIVER_FIELDS = ("name", "state", "loads", "unloads", "current_paged_allocs",
                  "current_nonpaged_allocs", "current_paged_bytes", "current_nonpaged_bytes",
                  "peak_paged_allocs", "peak_nonpaged_allocs", "peak_paged_bytes",
@@ -257,20 +255,15 @@ DRIVER_FIELDS = ("name", "state", "loads", "unloads", "current_paged_allocs",
 def want_pool(t: dict[str, Any]) -> dict[str, Any]:
     """The truth's !poolused rows (per tag, summed mod 2^64 over the tables, rows without bytes
     dropped), big-pool rows, and pool scan (summary and every block)."""
-    acc: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
-    for r in t["pool"]["tracker"]["rows"]:
-        for c in COUNTERS:
-            acc[r["tag"]][c] = (acc[r["tag"]][c] + r[c]) % (1 << 64)
     scan = t["pool"]["scan"]
     return {
-        "poolused": {k: v for k, v in acc.items() if v["nonpaged_bytes"] or v["paged_bytes"]},
+        "poolused": summed(t["pool"]["tracker"]["rows"]),
         "bigpool": sorted((r["va"], r["tag"], r["bytes"], r["pool"], r["free"])
                           for r in t["pool"]["bigpool"]["rows"]),  # fmt: skip
         "scan": (scan["pool_pages"], scan["rejected_pages"],
                  sorted((r["tag"], r["pool"], r["allocated"], r["allocated_bytes"], r["free"],
                          r["free_bytes"]) for r in scan["tags"]),
-                 sorted((b["pa"], b["va"], b["tag"], b["size"], b["previous_size"], b["pool"],
-                         b["allocated"]) for b in t["pool"]["blocks"])),
+                 truth_blocks(t)),
     }  # fmt: skip
 
 
@@ -278,7 +271,7 @@ def got_pool(dump: poolscope.Dump) -> dict[str, Any]:
     """The same figures read from the dump (an error stands for the figure)."""
 
     def poolused():
-        return {r["tag"]: {c: r[c] for c in COUNTERS} for r in dump.poolused()}
+        return poolused_rows(dump.poolused())
 
     def bigpool():
         return sorted((int(r["va"], 16), r["tag"], r["bytes"], r["pool"], r["free"])
@@ -291,9 +284,7 @@ def got_pool(dump: poolscope.Dump) -> dict[str, Any]:
         return (s["pool_pages"], s["rejected_pages"],
                 sorted((r["tag"], r["pool"], r["allocated"], r["allocated_bytes"], r["free"],
                         r["free_bytes"]) for r in s["tags"]),
-                sorted((int(b["pa"], 16), int(b["va"], 16), b["tag"], b["size"],
-                        b["previous_size"], b["pool"], b["allocated"])
-                       for b in res.blocks.rows()))  # fmt: skip
+                scanned_blocks(res.blocks))  # fmt: skip
 
     return {name: attempt(f) for name, f in
             (("poolused", poolused), ("bigpool", bigpool), ("scan", scan))}  # fmt: skip

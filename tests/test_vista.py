@@ -11,27 +11,9 @@ import sys
 import pytest
 
 import poolscope
+from dump_util import DRIVER_COUNTERS, POOL_COUNTERS
 from isf_util import isf
 from poolscope.forge import load_profile
-
-COUNTERS = (
-    "current_paged_allocs",
-    "current_nonpaged_allocs",
-    "current_paged_bytes",
-    "current_nonpaged_bytes",
-    "peak_paged_allocs",
-    "peak_nonpaged_allocs",
-    "peak_paged_bytes",
-    "peak_nonpaged_bytes",
-)
-POOL_COUNTERS = (
-    "nonpaged_allocs",
-    "nonpaged_frees",
-    "nonpaged_bytes",
-    "paged_allocs",
-    "paged_frees",
-    "paged_bytes",
-)
 
 
 def num(v) -> int:
@@ -119,7 +101,8 @@ def test_verifier_figures_equal_truth(verified):
         (d["name"], d["state"], d["loads"], d["unloads"]) for d in tv["drivers"]
     ]
     for got, want in zip(v["drivers"], tv["drivers"], strict=True):
-        assert {c: got[c] for c in COUNTERS} == {c: want[c] for c in COUNTERS}, want["name"]
+        counters = {c: got[c] for c in DRIVER_COUNTERS}
+        assert counters == {c: want[c] for c in DRIVER_COUNTERS}, want["name"]
         if want["state"] == "loaded":
             assert (num(got["base"]), got["size"]) == (want["base"], want["size"])
     assert [d["state"] for d in v["drivers"]].count("unloaded") == 1

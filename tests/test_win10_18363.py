@@ -7,69 +7,31 @@ fell back to win10-17763-x64, whose legacy page-chain layout finds no pool page 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 import poolscope
+from dump_util import (
+    DRIVER_COUNTERS,
+    by_tag,
+    open_dump,
+    poolused_rows,
+    scanned_blocks,
+    summed,
+    truth_blocks,
+)
 from isf_util import isf
 from poolscope.forge import load_profile
 
 SCENARIO = "win10-18363"
 VERIFIER = "win10-18363-verifier"
 PROFILE = "win10-18362-x64"
-COUNTERS = (
-    "nonpaged_allocs",
-    "nonpaged_frees",
-    "nonpaged_bytes",
-    "paged_allocs",
-    "paged_frees",
-    "paged_bytes",
-)
-DRIVER_COUNTERS = (
-    "current_paged_allocs",
-    "current_nonpaged_allocs",
-    "current_paged_bytes",
-    "current_nonpaged_bytes",
-    "peak_paged_allocs",
-    "peak_nonpaged_allocs",
-    "peak_paged_bytes",
-    "peak_nonpaged_bytes",
-)
 
 
 @pytest.fixture(scope="module")
 def w1909(forged):
     path, truth = forged(SCENARIO)
     return path, truth.to_dict()
-
-
-def open_dump(path: Path, t: dict[str, Any], symbols: str | None, tmp_path: Path) -> Any:
-    """The dump, with an ISF of the forged kernel when ``symbols`` is "isf"."""
-    if symbols is None:
-        return poolscope.open(path)
-    f = tmp_path / "kernel.json"
-    isf(f, t)
-    return poolscope.open(path, symbols=f)
-
-
-def summed(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Counters summed per tag modulo 2^64, rows with no bytes dropped: what !poolused shows."""
-    acc: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
-    for r in rows:
-        for c in COUNTERS:
-            acc[r["tag"]][c] = (acc[r["tag"]][c] + r[c]) % (1 << 64)
-    return {k: v for k, v in acc.items() if v["nonpaged_bytes"] or v["paged_bytes"]}
-
-
-def got_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    return {r["tag"]: {c: r[c] for c in COUNTERS} for r in rows}
-
-
-def _tags(rows):
-    return sorted(rows, key=lambda r: (r["tag"], r["pool"]))
 
 
 def test_build_selects_the_1903_1909_profile(w1909):
@@ -95,18 +57,10 @@ def test_pool_page_scan_equals_truth(w1909):
     s, scan = res.summary, t["pool"]["scan"]
     assert s["layouts"] == ["segment_heap"]
     assert (s["pool_pages"], s["rejected_pages"]) == (scan["pool_pages"], scan["rejected_pages"])
-    assert _tags(s["tags"]) == _tags(scan["tags"])
+    assert by_tag(s["tags"]) == by_tag(scan["tags"])
     assert res.blocks is not None
-    got = sorted(
-        (int(b["pa"], 16), int(b["va"], 16), b["tag"], b["size"], b["previous_size"], b["pool"],
-         b["allocated"])
-        for b in res.blocks.rows()
-    )  # fmt: skip
-    want = sorted(
-        (b["pa"], b["va"], b["tag"], b["size"], b["previous_size"], b["pool"], b["allocated"])
-        for b in t["pool"]["blocks"]
-    )
-    assert got == want
+    want = truth_blocks(t)
+    assert scanned_blocks(res.blocks) == want
     assert any(not b[6] for b in want) and any(b[6] for b in want)
 
 
@@ -119,7 +73,7 @@ def test_heap_keys_are_recovered_or_come_from_symbols(w1909, tmp_path):
     isf(sym, t)
     with_syms = poolscope.scan(path, symbols=sym).to_dict()
     assert with_syms["sources"]["HeapKey"].startswith("ExPoolState -> heap globals (symbols")
-    assert _tags(with_syms["pool_scan"]["tags"]) == _tags(t["pool"]["scan"]["tags"])
+    assert by_tag(with_syms["pool_scan"]["tags"]) == by_tag(t["pool"]["scan"]["tags"])
 
 
 @pytest.mark.parametrize("symbols", [None, "isf"])
@@ -130,7 +84,7 @@ def test_poolused_equals_tracker_truth(w1909, tmp_path, symbols):
     with open_dump(path, t, symbols, tmp_path) as dump:
         rows = dump.poolused()
         doc = dump.analyze()
-    assert got_rows(rows) == want
+    assert poolused_rows(rows) == want
     for r in rows:
         assert r["nonpaged_in_use"] == r["nonpaged_allocs"] - r["nonpaged_frees"]
         assert r["paged_in_use"] == r["paged_allocs"] - r["paged_frees"]
@@ -171,7 +125,7 @@ def test_session_pool_equals_truth(w1909, tmp_path, symbols):
         src = json.loads(dump.poolused_json("nonpaged", None, True))["sources"]
     assert int.from_bytes(exp[:8], "little") == st["expansion"]["va"]
     assert int.from_bytes(exp[8:], "little") == st["expansion"]["entries"]
-    assert got_rows(rows) == summed(st["rows"])
+    assert poolused_rows(rows) == summed(st["rows"])
     assert src["session PoolTrackTableExpansion"].startswith(f"{st['expansion']['va']:#x}")
 
 
@@ -250,4 +204,4 @@ def test_the_17763_fallback_would_miss_the_pool(w1909, tmp_path):
         session = dump.poolused(session=True)
     assert s["layouts"] == ["legacy"] and s["pool_pages"] == 0 and s["tags"] == []
     assert t["pool"]["scan"]["pool_pages"] > 0
-    assert got_rows(session) != summed(t["pool"]["session_tracker"]["rows"])
+    assert poolused_rows(session) != summed(t["pool"]["session_tracker"]["rows"])

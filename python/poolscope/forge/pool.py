@@ -267,6 +267,32 @@ def _row(rows: dict[int, dict[str, int]], tag: int) -> dict[str, int]:
     return rows[tag]
 
 
+PoolOf = Callable[[str], "str | None"]
+"""Which tracker pool (nonpaged / paged) a forge pool counts in, or None: not this table's."""
+
+
+def _global_pool(pool: str) -> str | None:
+    """The global tables count nonpaged and paged pool."""
+    return pool if pool in GLOBAL_POOLS else None
+
+
+def _session_pool(pool: str) -> str | None:
+    """The session table counts session nonpaged pool as NonPaged, session paged as Paged."""
+    return pool.removeprefix("session_") if pool.startswith("session_") else None
+
+
+def _count_frees(
+    rows: dict[int, dict[str, int]], frees: dict[tuple[int, str], int], pool_of: PoolOf
+) -> None:
+    """Into ``rows``: ``n`` allocations of a tag made and freed (n Allocs and n Frees)."""
+    for (tag, pool), n in sorted(frees.items()):
+        target = pool_of(pool)
+        if n and target is not None:
+            r = _row(rows, tag)
+            r[f"{target}_allocs"] += n
+            r[f"{target}_frees"] += n
+
+
 # ------------------------------------------------------------------- the builder
 @dataclass
 class Block:
@@ -677,24 +703,26 @@ class PoolBuilder:
             r = _row(rows, b.tag)
             r[f"{b.pool}_allocs"] += 1
             r[f"{b.pool}_bytes"] += b.nbytes
-        for page in self.pages:
-            if page.pool not in GLOBAL_POOLS:
-                continue
-            for b in page.blocks:
-                if b.allocated:
-                    r = _row(rows, b.tag)
-                    r[f"{page.pool}_allocs"] += 1
-                    r[f"{page.pool}_bytes"] += b.units * self.lay.unit
+        self._count_blocks(rows, _global_pool)
         for b in self.freed:
             r = _row(rows, b.tag)
             r[f"{b.pool}_allocs"] += 1
             r[f"{b.pool}_frees"] += 1
-        for (tag, pool), n in sorted(self.frees.items()):
-            if n:
-                r = _row(rows, tag)
-                r[f"{pool}_allocs"] += n
-                r[f"{pool}_frees"] += n
+        _count_frees(rows, self.frees, _global_pool)
         return rows
+
+    def _count_blocks(self, rows: dict[int, dict[str, int]], pool_of: PoolOf) -> None:
+        """Into ``rows``: one Alloc and the bytes of each allocated small block of the pages
+        whose pool ``pool_of`` maps to a tracker pool (nonpaged / paged)."""
+        for page in self.pages:
+            pool = pool_of(page.pool)
+            if pool is None:
+                continue
+            for b in page.blocks:
+                if b.allocated:
+                    r = _row(rows, b.tag)
+                    r[f"{pool}_allocs"] += 1
+                    r[f"{pool}_bytes"] += b.units * self.lay.unit
 
     # ------------------------------------------------------- tag tables (Win8+)
     def _per_cpu(self) -> bool:
@@ -965,21 +993,8 @@ class PoolBuilder:
         (session_nonpaged counts as NonPaged, session_paged as Paged) and the session tags'
         frees (each an Alloc and a Free)."""
         rows: dict[int, dict[str, int]] = {}
-
-        for page in self.pages:
-            if not page.pool.startswith("session_"):
-                continue
-            pool = page.pool.removeprefix("session_")
-            for b in page.blocks:
-                if b.allocated:
-                    r = _row(rows, b.tag)
-                    r[f"{pool}_allocs"] += 1
-                    r[f"{pool}_bytes"] += b.units * self.lay.unit
-        for (tag, pool), n in sorted(self.session_frees.items()):
-            if n:
-                r = _row(rows, tag)
-                r[f"{pool.removeprefix('session_')}_allocs"] += n
-                r[f"{pool.removeprefix('session_')}_frees"] += n
+        self._count_blocks(rows, _session_pool)
+        _count_frees(rows, self.session_frees, _session_pool)
         return rows
 
     def _alloc_session(self) -> None:

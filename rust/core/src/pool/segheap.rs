@@ -192,8 +192,8 @@ fn u16_field(offset: u64, bits: u8) -> Result<FieldAt> {
         .ok_or_else(|| Error::format(0, format!("pool.segment_heap: offset {offset:#x}")))
 }
 
-/// HeapKey and LfhKey. `heap_mask` says which HeapKey bits are known: all of them from
-/// symbols, the size, previous-size and allocated fields when recovered from the dump.
+/// HeapKey and LfhKey. `heap` is (key, mask): the mask says which HeapKey bits are known, all
+/// of them from symbols, the size, previous-size and allocated fields when recovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keys {
     pub heap: Option<(u64, u64)>,
@@ -468,47 +468,68 @@ fn walk_vs(
     Ok(out)
 }
 
-/// Decode an LFH subsegment. `None` = not an LFH subsegment (its offsets do not decode);
-/// `Some(Err)` = rejected (they decode, but an allocated block's header is not a pool header).
-#[allow(clippy::type_complexity)]
+/// An LFH subsegment's block size, first block offset and block count, decoded from its first
+/// page (BlockOffsets XOR LfhKey XOR the VA term).
+struct LfhGeometry {
+    size: u64,
+    first: u64,
+    count: u64,
+}
+
+impl LfhGeometry {
+    /// Bytes from the subsegment's start to the end of its last block.
+    fn extent(&self) -> u64 {
+        self.first + self.count * self.size
+    }
+}
+
+/// `None` = not an LFH subsegment: its offsets do not decode to a geometry that fits.
+fn lfh_geometry(first_page: &[u8], va: u64, s: &SegLayout, key: u32) -> Option<LfhGeometry> {
+    let enc = u32_at(first_page, s.lfh_offsets)?;
+    let count = u64::from(u16_at(first_page, s.lfh_block_count)?);
+    let d = enc ^ key ^ s.lfh_va_bits(va);
+    let g = LfhGeometry {
+        size: u64::from(d & 0xFFFF),
+        first: u64::from(d >> 16),
+        count,
+    };
+    let bitmap_end = s.lfh_bitmap as u64 + s.bitmap_bytes(count);
+    let fits = g.size >= 16
+        && g.size.is_multiple_of(16)
+        && g.size < 0xFF8
+        && g.first >= bitmap_end
+        && g.first < PAGE_SIZE
+        && g.extent() <= MAX_SUBSEGMENT
+        && first_page.len() as u64 >= bitmap_end;
+    fits.then_some(g)
+}
+
+/// Walk a decoded LFH subsegment's blocks. `Err` = rejected: an allocated block's header is
+/// not a pool header of the subsegment's block size.
 fn walk_lfh(
     p: &Pages,
     first_page: &[u8],
+    g: &LfhGeometry,
     s: &SegLayout,
     l: &PoolLayout,
-    key: u32,
-) -> Option<(u64, std::result::Result<Found, ()>)> {
-    let enc = u32_at(first_page, s.lfh_offsets)?;
-    let count = u64::from(u16_at(first_page, s.lfh_block_count)?);
-    let d = enc ^ key ^ s.lfh_va_bits(p.va);
-    let (size, first) = (u64::from(d & 0xFFFF), u64::from(d >> 16));
-    let bitmap_end = s.lfh_bitmap as u64 + s.bitmap_bytes(count);
-    let extent = first + count * size;
-    if size < 16
-        || size % 16 != 0
-        || size >= 0xFF8
-        || first < bitmap_end
-        || first >= PAGE_SIZE
-        || extent > MAX_SUBSEGMENT
-    {
-        return None;
-    }
-    let bitmap = first_page.get(s.lfh_bitmap..bitmap_end as usize)?;
+) -> std::result::Result<Found, ()> {
+    let bitmap_end = s.lfh_bitmap + s.bitmap_bytes(g.count) as usize;
+    let bitmap = first_page.get(s.lfh_bitmap..bitmap_end).ok_or(())?;
     let mut out = Vec::new();
-    for i in 0..count {
+    for i in 0..g.count {
         let bits = (bitmap[(i / 4) as usize] >> ((i % 4) * 2)) & 3;
-        let at = first + i * size;
+        let at = g.first + i * g.size;
         let h = p.header(at, l);
         let valid = h
             .as_ref()
-            .is_some_and(|h| in_use(h) && h.size * l.block_unit == size);
-        match (bits == 1, valid) {
-            (_, true) => out.push((at, h?, bits == 1)),
-            (true, false) if h.is_some() => return Some((extent, Err(()))),
+            .is_some_and(|h| in_use(h) && h.size * l.block_unit == g.size);
+        match (h, bits == 1, valid) {
+            (Some(h), allocated, true) => out.push((at, h, allocated)),
+            (Some(_), true, false) => return Err(()),
             _ => {} // never used, or on a page the dump lacks
         }
     }
-    Some((extent, Ok(out)))
+    Ok(out)
 }
 
 /// Scan the segment-heap pool. `k` locates the keys through symbols when it can; `sources`
@@ -588,16 +609,12 @@ pub fn scan(
                         (size, walk_vs(&p, size, seg, layout, key).map(|f| (p, f)))
                     }
                     (Kind::Lfh, _, Some(key)) => {
-                        let p0 = Pages {
-                            va,
-                            pages: vec![Some(page)],
-                        };
-                        let Some((extent, _)) = walk_lfh(&p0, page, seg, layout, key) else {
+                        let Some(g) = lfh_geometry(page, va, seg, key) else {
                             continue;
                         };
-                        let p = Pages::read(&mut tr, &phys, va, extent);
-                        let res = walk_lfh(&p, page, seg, layout, key).map(|(_, r)| r);
-                        (extent, res.unwrap_or(Err(())).map(|f| (p, f)))
+                        let p = Pages::read(&mut tr, &phys, va, g.extent());
+                        let res = walk_lfh(&p, page, &g, seg, layout);
+                        (g.extent(), res.map(|f| (p, f)))
                     }
                     _ => continue,
                 };
@@ -828,7 +845,9 @@ mod tests {
             };
             let key = (next(), if i % 3 == 0 { u64::MAX } else { s.size_mask() });
             let _ = walk_vs(&p, 0x1000 + (next() & 0xFFFF), &s, &l, key);
-            let _ = walk_lfh(&p, &page, &s, &l, next() as u32);
+            if let Some(g) = lfh_geometry(&page, VA, &s, next() as u32) {
+                let _ = walk_lfh(&p, &page, &g, &s, &l);
+            }
             let _ = recover_heap(&[(&page, VA)], &s, &l);
             let _ = recover_lfh(&[(&page, VA)], &s, &l);
         }

@@ -165,33 +165,8 @@ pub(crate) fn hashed_keys_valid(keys: &[u32]) -> bool {
     if n < 3 || !(n - 1).is_power_of_two() {
         return false;
     }
-    let mask = n - 2;
     let slots = &keys[..n - 1];
-    let Some(empty) = slots.iter().position(|&k| k == 0) else {
-        return false;
-    };
-    // run[s]: non-empty slots ending at s, walking the ring from an empty one.
-    let mut run = vec![0usize; n - 1];
-    for step in 1..n {
-        let s = (empty + step) & mask;
-        run[s] = if slots[s] != 0 {
-            run[(s + mask) & mask] + 1
-        } else {
-            0
-        };
-    }
-    let mut any = false;
-    for (s, &k) in slots.iter().enumerate() {
-        if k == 0 {
-            continue;
-        }
-        let h = hash(k, mask as u64) as usize;
-        if (s.wrapping_sub(h) & mask) >= run[s] {
-            return false;
-        }
-        any = true;
-    }
-    any
+    probing_holds(slots, |s| slots[s] != 0, n - 1)
 }
 
 /// The session table's overflow key ('Ovfl'), the only key its last entry may hold.
@@ -207,11 +182,19 @@ pub(crate) fn session_keys_valid(keys: &[u32]) -> bool {
     if n < 4 || !n.is_power_of_two() || !matches!(keys[n - 1], 0 | OVERFLOW_KEY) {
         return false;
     }
+    probing_holds(keys, |s| keys[s] != 0 || s == n - 1, n - 1)
+}
+
+/// Linear probing over a ring of `ring.len()` (a power of two) slots, `taken` saying which are
+/// occupied: whether each key of the first `checked` slots sits at or after its hash slot with
+/// no free slot between. Needs a free slot and at least one key.
+fn probing_holds(ring: &[u32], taken: impl Fn(usize) -> bool, checked: usize) -> bool {
+    let n = ring.len();
     let mask = n - 1;
-    let taken = |s: usize| keys[s] != 0 || s == n - 1;
     let Some(empty) = (0..n).find(|&s| !taken(s)) else {
         return false;
     };
+    // run[s]: taken slots ending at s, walking the ring from a free one.
     let mut run = vec![0usize; n];
     for step in 1..=n {
         let s = (empty + step) & mask;
@@ -222,7 +205,7 @@ pub(crate) fn session_keys_valid(keys: &[u32]) -> bool {
         };
     }
     let mut any = false;
-    for (s, &k) in keys[..n - 1].iter().enumerate() {
+    for (s, &k) in ring[..checked].iter().enumerate() {
         if k == 0 {
             continue;
         }

@@ -688,20 +688,9 @@ mod search {
             return false;
         }
         let mask = n - 1;
-        let used = |i: usize| rows[i].1 != 0;
-        let Some(empty) = (0..n).find(|&i| !used(i)) else {
+        let Some(run) = tracker::probe_runs(n, |i| rows[i].1 != 0) else {
             return false;
         };
-        // run[s]: used entries ending at s, walking the ring from an unused one.
-        let mut run = vec![0usize; n];
-        for step in 1..=n {
-            let s = (empty + step) & mask;
-            run[s] = if used(s) {
-                run[(s + mask) & mask] + 1
-            } else {
-                0
-            };
-        }
         let mut live = 0;
         for (s, &(va, key)) in rows.iter().enumerate() {
             if key == 0 || va & 1 != 0 {

@@ -185,16 +185,13 @@ pub(crate) fn session_keys_valid(keys: &[u32]) -> bool {
     probing_holds(keys, |s| keys[s] != 0 || s == n - 1, n - 1)
 }
 
-/// Linear probing over a ring of `ring.len()` (a power of two) slots, `taken` saying which are
-/// occupied: whether each key of the first `checked` slots sits at or after its hash slot with
-/// no free slot between. Needs a free slot and at least one key.
-fn probing_holds(ring: &[u32], taken: impl Fn(usize) -> bool, checked: usize) -> bool {
-    let n = ring.len();
+/// Linear probing over a ring of `n` (a power of two) slots, `taken` saying which are
+/// occupied: run[s] = the taken slots ending at s, walking the ring from a free one, so a key at
+/// s with hash slot h was put there by probing iff `(s - h) & (n - 1) < run[s]`. None when no
+/// slot is free (a full ring proves nothing).
+pub(crate) fn probe_runs(n: usize, taken: impl Fn(usize) -> bool) -> Option<Vec<usize>> {
     let mask = n - 1;
-    let Some(empty) = (0..n).find(|&s| !taken(s)) else {
-        return false;
-    };
-    // run[s]: taken slots ending at s, walking the ring from a free one.
+    let empty = (0..n).find(|&s| !taken(s))?;
     let mut run = vec![0usize; n];
     for step in 1..=n {
         let s = (empty + step) & mask;
@@ -204,6 +201,17 @@ fn probing_holds(ring: &[u32], taken: impl Fn(usize) -> bool, checked: usize) ->
             0
         };
     }
+    Some(run)
+}
+
+/// Whether each key of the first `checked` slots of `ring` (a power-of-two ring, `taken` saying
+/// which slots are occupied) sits where the tracker hash and linear probing put it. Needs a free
+/// slot and at least one key.
+fn probing_holds(ring: &[u32], taken: impl Fn(usize) -> bool, checked: usize) -> bool {
+    let mask = ring.len() - 1;
+    let Some(run) = probe_runs(ring.len(), taken) else {
+        return false;
+    };
     let mut any = false;
     for (s, &k) in ring[..checked].iter().enumerate() {
         if k == 0 {

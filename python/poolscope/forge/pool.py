@@ -90,7 +90,7 @@ class EntryLayout:
     def parse(cls, raw: dict[str, Any]) -> EntryLayout:
         fields = {}
         for name, spec in raw.items():
-            if name == "size":
+            if name == "size" or isinstance(spec, str):  # strings are notes (hash, source)
                 continue
             fields[name] = EntryField(
                 parse_int(spec["offset"]),
@@ -119,6 +119,8 @@ class PoolLayout:
     big_page: EntryLayout
     globals: dict[str, tuple[str, int, int]]
     """name -> (relative_to, delta, width)."""
+    big_hash: str = "reactos"
+    """The big-page slot hash: "40543" (ExpAddTagForBigPages) or "reactos"."""
 
     @classmethod
     def from_profile(cls, profile: dict[str, Any]) -> PoolLayout:
@@ -138,6 +140,7 @@ class PoolLayout:
                 k: (g["relative_to"], parse_int(g["delta"]), parse_int(g["width"]))
                 for k, g in p.get("globals", {}).items()
             },
+            big_hash=p["big_page"].get("hash", "reactos"),
         )
 
     @property
@@ -204,8 +207,14 @@ def tracker_hash(tag: int, mask: int) -> int:
     return ((r & 0xFFFFFFFF) ^ (r >> 32)) & mask
 
 
-def big_hash(va: int, mask: int) -> int:
+def big_hash(va: int, mask: int, kind: str = "reactos") -> int:
+    """The big-page table slot of ``va``: "40543" as the 22631 kernel's
+    ExpAddTagForBigPages computes it (``h = 40543 * (u32)(Va >> 12)``, low and high halves
+    XORed), else ReactOS's ExpComputePartialHashForAddress."""
     r = (va >> 12) & 0xFFFFFFFF
+    if kind == "40543":
+        h = 40543 * r
+        return ((h & 0xFFFFFFFF) ^ (h >> 32)) & mask
     return ((r >> 24) ^ (r >> 16) ^ (r >> 8) ^ r) & mask
 
 
@@ -672,8 +681,7 @@ class PoolBuilder:
             "(synthetic); PoolIndex 1 for paged pool, 0 otherwise (synthetic)",
             "pool: big-page NumberOfBytes and tracker Bytes of big allocations are the "
             "page-rounded size (spec 4: requested or rounded is unsure)",
-            "pool: big-page slot hash = ReactOS (older) ExpComputePartialHashForAddress: "
-            "p = (ULONG)(Va >> 12); (p>>24 ^ p>>16 ^ p>>8 ^ p) & (Size - 1)",
+            f"pool: big-page slot hash {self.lay.big_hash!r} (profile pool.big_page.hash)",
             "pool: free blocks belong to the pool of their page (their header PoolType is 0)",
         ]
         return self.page_counts()
@@ -889,7 +897,7 @@ class PoolBuilder:
         used: set[int] = set()
         slots: list[tuple[int, BigAlloc]] = []
         for b in entries:
-            h = big_hash(b.va, mask)
+            h = big_hash(b.va, mask, self.lay.big_hash)
             while h in used:
                 h = (h + 1) & mask
             used.add(h)

@@ -305,6 +305,7 @@ pub fn pool_scan_json(s: &PoolScan, layout: Option<&PoolLayout>) -> Value {
     });
     json!({
         "pages_scanned": s.pages_scanned, "pool_pages": s.pool_pages, "rejected_pages": s.rejected_pages,
+        "rejected_reasons": &s.rejected_why,
         "layouts": layout.map(|l| vec![l.layout_name()]).unwrap_or_default(),
         "tags": tags.iter().map(|((t, p), c)| json!({
             "tag": tag::to_string(*t), "pool": p.name(), "allocated": c.allocated,

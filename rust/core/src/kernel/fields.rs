@@ -122,7 +122,8 @@ impl Entry {
             .ok_or_else(|| bad("size missing".into()))? as usize;
         let mut fields = BTreeMap::new();
         for (name, v) in raw {
-            if name == "size" {
+            // "size" is the entry's; other strings are notes (a hash rule, a source, a doubt)
+            if name == "size" || v.is_string() {
                 continue;
             }
             let f: Field =

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::layout::{PoolLayout, SessionTable};
+use super::layout::{BigHash, PoolLayout, SessionTable};
 use super::tag;
 use super::tracker;
 use crate::bytes::parse_int;
@@ -98,6 +98,8 @@ pub fn value_of(tr: &mut Translator, name: &str, k: Kernel, sources: &mut Source
 
 /// MemProcFS's bound on PoolBigPageTableSize (as the big-pool reader's).
 const BIG_MAX_ENTRIES: u64 = 0x100_0000;
+/// Slots probed from a candidate table's hash slot for its own entry.
+const BIG_SELF_PROBES: usize = 64;
 
 /// A canonical upper-half (kernel) address, 8-byte aligned: what a pointer to a table is.
 pub(crate) fn kernel_pointer(v: u64) -> bool {
@@ -490,52 +492,101 @@ mod search {
         )
     }
 
-    /// PoolBigPageTable(Size): a page-aligned kernel pointer next to a power-of-two entry count
-    /// (0x10..=the reader's bound) whose big-page entries validate with the ReactOS hash: at least
-    /// one live entry, every live entry (Va bit 0 clear, non-zero key) a page-aligned kernel Va
-    /// reached from its hash slot `((p>>24)^(p>>16)^(p>>8)^p) & (Size-1)`, `p = (ULONG)(Va>>12)`,
-    /// over entries that were all used once (non-zero key).
+    /// The big-page entries (Va, Key) of an `n`-entry table at `p` (None: not readable).
+    fn big_rows(tr: &mut Translator, k: Kernel, p: u64, n: u64) -> Option<Vec<(u64, u32)>> {
+        let e = &k.layout.big_page;
+        let (va_f, key_f) = (e.field("Va").ok()?, e.field("Key").ok()?);
+        let raw = tr.read_vec(p, (n as usize).checked_mul(e.size)?).ok()?;
+        Some(
+            raw.chunks_exact(e.size)
+                .map(|r| (va_f.read(r), key_f.read(r) as u32))
+                .collect(),
+        )
+    }
+
+    /// The entry count of a big-page table at `p` that holds its own entry, as
+    /// ExpResizeBigPageTable writes it (Va = the table, NumberOfBytes = its size in bytes): the
+    /// power of two n for which probing from `p`'s hash slot over used entries reaches it.
+    fn self_entry(tr: &mut Translator, k: Kernel, p: u64) -> Option<u64> {
+        let e = &k.layout.big_page;
+        let (va_f, bytes_f) = (e.field("Va").ok()?, e.field("NumberOfBytes").ok()?);
+        let key_f = e.field("Key").ok()?;
+        let mut n = 0x10u64;
+        while n <= BIG_MAX_ENTRIES {
+            let mut slot = k.layout.big_hash.slot(p, n as usize - 1) as u64;
+            for _ in 0..BIG_SELF_PROBES {
+                let Ok(row) = tr.read_vec(p + slot * e.size as u64, e.size) else {
+                    break;
+                };
+                if va_f.read(&row) == p && bytes_f.read(&row) == n * e.size as u64 {
+                    return Some(n);
+                }
+                if key_f.read(&row) == 0 {
+                    break; // never used: probing would have stopped here
+                }
+                slot = (slot + 1) % n;
+            }
+            n *= 2;
+        }
+        None
+    }
+
+    /// PoolBigPageTable(Size). The table registers itself (ExpResizeBigPageTable: an entry with
+    /// Va = the table and NumberOfBytes = its size), so the table is a page-aligned kernel
+    /// pointer in the window whose own entry is found from its hash slot and whose live entries
+    /// all validate with the profile's hash ([`big_pages_valid`]); the size variable is the
+    /// window's word equal to its entry count nearest to the pointer. A table without its own
+    /// entry (builds whose code no source shows) falls back to a pointer beside a count.
     fn big_pages(
         tr: &mut Translator,
         name: &str,
         k: Kernel,
         c: &Ctx,
     ) -> std::result::Result<Found, String> {
-        let e = &k.layout.big_page;
-        let (va_f, key_f) = (
-            e.field("Va").map_err(|e| e.to_string())?,
-            e.field("Key").map_err(|e| e.to_string())?,
-        );
+        let hash = k.layout.big_hash;
+        let mut valid = Vec::new();
+        for i in 0..c.window.words.len() {
+            let Some(p) = c.window.get(i).filter(|&p| kernel_pointer(p) && p & 0xFFF == 0) else {
+                continue;
+            };
+            let Some(n) = self_entry(tr, k, p) else {
+                continue;
+            };
+            if !big_rows(tr, k, p, n).is_some_and(|rows| big_pages_valid(&rows, hash)) {
+                continue;
+            }
+            let size_at = (0..c.window.words.len())
+                .filter(|&j| c.window.get(j) == Some(n))
+                .min_by_key(|&j| c.window.addr(j).abs_diff(c.window.addr(i)));
+            if let Some(j) = size_at {
+                valid.push((i, j));
+            }
+        }
+        if !valid.is_empty() {
+            return choose(
+                name,
+                &c.window,
+                &valid,
+                "a page-aligned kernel pointer to a table holding its own entry (tag and size, as ExpResizeBigPageTable writes it) whose live entries sit at or after their hash slot; the size is the nearest word equal to its entry count".into(),
+                "big-page table",
+            );
+        }
         let cands = pairs(
             &c.window,
             |p| p & 0xFFF == 0,
             |n| (0x10..=BIG_MAX_ENTRIES).contains(&n) && n.is_power_of_two(),
         );
-        let mut valid = Vec::new();
         for (i, j) in cands {
             let (Some(p), Some(n)) = (c.window.get(i), c.window.get(j)) else {
                 continue;
             };
-            // A first page of entries must look like big-page entries before the whole is read.
-            let first = (0x1000 / e.size).min(n as usize);
-            let Ok(head) = tr.read_vec(p, first * e.size) else {
-                continue;
-            };
-            let looks = |row: &[u8]| {
-                let (va, key) = (va_f.read(row), key_f.read(row) as u32);
-                key == 0 || (kernel_pointer(va & !1) && va & 0xFFE == 0)
-            };
-            if !head.chunks_exact(e.size).all(looks) {
-                continue;
-            }
-            let Ok(raw) = tr.read_vec(p, n as usize * e.size) else {
-                continue;
-            };
-            let rows: Vec<(u64, u32)> = raw
-                .chunks_exact(e.size)
-                .map(|r| (va_f.read(r), key_f.read(r) as u32))
-                .collect();
-            if big_pages_valid(&rows) {
+            if big_rows(tr, k, p, n.min(0x1000 / k.layout.big_page.size.max(1) as u64))
+                .is_some_and(|head| {
+                    head.iter()
+                        .all(|&(va, key)| key == 0 || (kernel_pointer(va & !1) && va & 0xFFE == 0))
+                })
+                && big_rows(tr, k, p, n).is_some_and(|rows| big_pages_valid(&rows, hash))
+            {
                 valid.push((i, j));
             }
         }
@@ -543,7 +594,7 @@ mod search {
             name,
             &c.window,
             &valid,
-            "a page-aligned kernel pointer beside a power-of-two entry count whose live big-page entries sit at or after their ReactOS hash slot".into(),
+            "a page-aligned kernel pointer beside a power-of-two entry count whose live big-page entries sit at or after their hash slot".into(),
             "big-page table",
         )
     }
@@ -681,8 +732,11 @@ mod search {
         )
     }
 
-    /// Big-page entries (Va, Key) that validate with the ReactOS hash (see [`big_pages`]).
-    pub(super) fn big_pages_valid(rows: &[(u64, u32)]) -> bool {
+    /// Big-page entries (Va, Key) that validate with `hash`: at least one live entry (Va bit 0
+    /// clear, non-zero key), each a page-aligned kernel Va reached from its hash slot over
+    /// entries that were all used once (non-zero key: ExpAddTagForBigPages probes forward to the
+    /// first free slot, and a freed entry keeps its key).
+    pub(super) fn big_pages_valid(rows: &[(u64, u32)], hash: BigHash) -> bool {
         let n = rows.len();
         if n < 2 || !n.is_power_of_two() {
             return false;
@@ -699,8 +753,7 @@ mod search {
             if !kernel_pointer(va) || va & 0xFFF != 0 {
                 return false;
             }
-            let p = (va >> 12) as u32;
-            let h = ((p >> 24) ^ (p >> 16) ^ (p >> 8) ^ p) as usize & mask;
+            let h = hash.slot(va, mask);
             if (s.wrapping_sub(h) & mask) >= run[s] {
                 return false;
             }
@@ -713,41 +766,68 @@ mod search {
 #[cfg(test)]
 mod tests {
     use super::search::big_pages_valid;
+    use super::BigHash;
 
-    fn hash(va: u64, mask: usize) -> usize {
-        let p = (va >> 12) as u32;
-        ((p >> 24) ^ (p >> 16) ^ (p >> 8) ^ p) as usize & mask
-    }
-
-    #[test]
-    fn big_pages_validate_with_the_reactos_hash() {
+    /// A 16-entry table with three live entries inserted by probing from their slots.
+    fn table(hash: BigHash, vas: &[u64]) -> Vec<(u64, u32)> {
         let mut rows = vec![(1u64, 0u32); 16];
-        let vas = [
-            0xFFFF_FA80_0123_4000u64,
-            0xFFFF_FA80_0223_5000,
-            0xFFFF_FA80_0323_4000,
-        ];
-        for va in vas {
-            let mut s = hash(va, 15);
+        for &va in vas {
+            let mut s = hash.slot(va, 15);
             while rows[s].1 != 0 {
                 s = (s + 1) & 15;
             }
             rows[s] = (va, u32::from_le_bytes(*b"Pool"));
         }
-        assert!(big_pages_valid(&rows));
-        // a live entry away from its hash slot, with an unused entry between, does not validate
-        let mut moved = rows.clone();
-        let s = hash(vas[0], 15);
-        moved[(s + 2) & 15] = moved[s];
-        moved[s] = (1, 0);
-        moved[(s + 1) & 15] = (1, 0);
-        assert!(!big_pages_valid(&moved));
-        // freed entries (Va | 1) may sit anywhere; no live entry at all is no table
-        let freed: Vec<(u64, u32)> = rows
-            .iter()
-            .map(|&(va, k)| if k != 0 { (va | 1, k) } else { (va, k) })
-            .collect();
-        assert!(!big_pages_valid(&freed));
-        assert!(!big_pages_valid(&rows[..15]));
+        rows
+    }
+
+    const VAS: [u64; 3] = [
+        0xFFFF_FA80_0123_4000u64,
+        0xFFFF_FA80_0223_5000,
+        0xFFFF_FA80_0323_4000,
+    ];
+
+    #[test]
+    fn the_kernel_hash_is_expaddtagforbigpages() {
+        // h = 40543 * (u32)(Va >> 12); slot = ((u32)h ^ (u32)(h >> 32)) & mask
+        let va = 0xFFFF_C001_2345_6000u64;
+        let p = u64::from((va >> 12) as u32);
+        let h = 40543 * p;
+        let want = ((h as u32) ^ ((h >> 32) as u32)) as usize & 0x1FF;
+        assert_eq!(BigHash::Kernel40543.slot(va, 0x1FF), want);
+        // the table wraps: a run from the last slot continues at slot 0
+        let mut rows = vec![(1u64, 0u32); 16];
+        let last = (0u64..)
+            .map(|i| 0xFFFF_C001_0000_0000 + (i << 12))
+            .filter(|&va| BigHash::Kernel40543.slot(va, 15) == 15)
+            .take(2)
+            .collect::<Vec<_>>();
+        rows[15] = (last[0], 1);
+        rows[0] = (last[1], 2);
+        assert!(big_pages_valid(&rows, BigHash::Kernel40543));
+        rows[15] = (1, 0); // the run is broken: slot 0's entry is not reachable
+        assert!(!big_pages_valid(&rows, BigHash::Kernel40543));
+    }
+
+    #[test]
+    fn big_pages_validate_with_their_hash() {
+        for hash in [BigHash::ReactOs, BigHash::Kernel40543] {
+            let rows = table(hash, &VAS);
+            assert!(big_pages_valid(&rows, hash));
+            // a live entry away from its hash slot, with an unused entry between, does not validate
+            let mut moved = rows.clone();
+            let s = hash.slot(VAS[0], 15);
+            moved[(s + 2) & 15] = moved[s];
+            moved[s] = (1, 0);
+            moved[(s + 1) & 15] = (1, 0);
+            assert!(!big_pages_valid(&moved, hash));
+            // freed entries (Va | 1) may sit anywhere; no live entry at all is no table
+            let freed: Vec<(u64, u32)> = rows
+                .iter()
+                .map(|&(va, k)| if k != 0 { (va | 1, k) } else { (va, k) })
+                .collect();
+            assert!(!big_pages_valid(&freed, hash));
+            assert!(!big_pages_valid(&rows[..15], hash));
+        }
     }
 }

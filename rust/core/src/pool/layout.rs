@@ -91,6 +91,30 @@ pub enum Allocator {
     SegmentHeap,
 }
 
+/// How the kernel hashes a VA to its big-page table slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BigHash {
+    /// ExpAddTagForBigPages (22631): h = 40543 * (u32)(Va >> 12); (u32)h ^ (u32)(h >> 32).
+    Kernel40543,
+    /// ReactOS ExpComputePartialHashForAddress: p = (u32)(Va >> 12); p>>24 ^ p>>16 ^ p>>8 ^ p.
+    ReactOs,
+}
+
+impl BigHash {
+    /// The slot of `va` in a table of `mask + 1` entries.
+    pub fn slot(self, va: u64, mask: usize) -> usize {
+        let p = (va >> 12) as u32;
+        let h = match self {
+            BigHash::Kernel40543 => {
+                let h = 40543u64 * u64::from(p);
+                (h as u32) ^ ((h >> 32) as u32)
+            }
+            BigHash::ReactOs => (p >> 24) ^ (p >> 16) ^ (p >> 8) ^ p,
+        };
+        h as usize & mask
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PoolLayout {
     pub allocator: Allocator,
@@ -106,6 +130,8 @@ pub struct PoolLayout {
     pub big_pool_threshold: u64,
     pub tracker: Entry,
     pub big_page: Entry,
+    /// The big-page table's slot hash (`pool.big_page.hash`).
+    pub big_hash: BigHash,
     pub globals: BTreeMap<String, Global>,
     /// Sum nt!ExPoolTagTables (one table per processor) and nt!PoolTrackTableExpansion with
     /// nt!PoolTrackTable (Win8 and later).
@@ -245,6 +271,16 @@ impl PoolLayout {
             big_pool_threshold: parse_int(&raw.big_pool_threshold).unwrap_or(0xFF0),
             tracker: Entry::parse("pool.tracker", &raw.tracker)?,
             big_page: Entry::parse("pool.big_page", &raw.big_page)?,
+            big_hash: match raw.big_page.get("hash").and_then(|v| v.as_str()) {
+                Some("40543") => BigHash::Kernel40543,
+                Some("reactos") | None => BigHash::ReactOs,
+                Some(other) => {
+                    return Err(Error::format(
+                        0,
+                        format!("profile {} pool.big_page.hash {other:?}", p.name),
+                    ))
+                }
+            },
             globals: raw.globals,
             per_cpu_tag_tables: raw.per_cpu_tag_tables,
             globals_search_window: match raw.globals_search_window.as_deref() {

@@ -140,6 +140,8 @@ pub struct PoolScan {
     /// Pages whose first header looked like pool but whose chain broke: corruption, or a
     /// layout the scanner does not know. Skipped, never half-counted.
     pub rejected_pages: u64,
+    /// Why subsegments were rejected (segment heap): reason -> count.
+    pub rejected_why: std::collections::BTreeMap<String, u64>,
     pub tags: HashMap<(u32, Pool), TagCount>,
     pub blocks: Blocks,
 }
@@ -149,6 +151,9 @@ impl PoolScan {
         self.pages_scanned += o.pages_scanned;
         self.pool_pages += o.pool_pages;
         self.rejected_pages += o.rejected_pages;
+        for (why, n) in std::mem::take(&mut o.rejected_why) {
+            *self.rejected_why.entry(why).or_default() += n;
+        }
         for (k, v) in o.tags.drain() {
             let e = self.tags.entry(k).or_default();
             e.allocated += v.allocated;

@@ -33,8 +33,12 @@ use crate::memory::{AddressSpace, PhysicalMemory, ReverseMap, Translator};
 
 /// Candidate subsegments per task in the walk pass.
 const WALK_BATCH: usize = 64;
-/// Subsegments larger than this are not believed (MemProcFS's 1 MiB sanity bound).
-const MAX_SUBSEGMENT: u64 = 0x10_0000;
+/// The largest VS subsegment (RtlpHpVsSubsegmentCreate: 0x40000 bytes), in pages.
+const MAX_VS_PAGES: u64 = 0x40;
+/// The largest LFH subsegment (RtlpCalculateSubsegmentSizeIndex caps the index at 18).
+const MAX_LFH_SUBSEGMENT: u64 = 0x4_0000;
+/// The largest LFH block size tried (MaxBlockSize is 0x200 for pool; larger buckets exist).
+const MAX_LFH_BLOCK: u64 = 0x800;
 /// Candidates the key recovery looks at.
 const KEY_SAMPLE: usize = 4096;
 /// Slack an allocated VS chunk may have beyond its pool block (alignment / unused bytes).
@@ -60,12 +64,19 @@ pub struct SegLayout {
     vs_xor: u16,
     vs_first: u64,
     vs_unit: u64,
+    /// _HEAP_VS_SUBSEGMENT.CommitBitmap: one bit a committed page.
+    vs_commit: usize,
     chunk: u64,
     size_shift: u32,
     prev_shift: u32,
     alloc_shift: u32,
     lfh_free_count: usize,
     lfh_block_count: usize,
+    lfh_location: Option<usize>,
+    lfh_witheld: usize,
+    lfh_unit_shift: usize,
+    lfh_unit_count: usize,
+    lfh_commit_state: Option<usize>,
     lfh_offsets: usize,
     lfh_bitmap: usize,
     va_shift_full: bool,
@@ -98,12 +109,20 @@ impl SegLayout {
             vs_xor: num(&["vs_subsegment", "signature_xor"])? as u16,
             vs_first: num(&["vs_subsegment", "first_chunk"])?,
             vs_unit: num(&["vs_subsegment", "size_unit"])?,
+            vs_commit: num(&["vs_subsegment", "CommitBitmap"])? as usize,
             chunk: num(&["vs_chunk_header", "size"])?,
             size_shift: num(&["vs_chunk_header", "UnsafeSize", "shift"])? as u32,
             prev_shift: num(&["vs_chunk_header", "UnsafePrevSize", "shift"])? as u32,
             alloc_shift: num(&["vs_chunk_header", "Allocated", "shift"])? as u32,
             lfh_free_count: num(&["lfh_subsegment", "FreeCount"])? as usize,
             lfh_block_count: num(&["lfh_subsegment", "BlockCount"])? as usize,
+            lfh_location: num(&["lfh_subsegment", "Location"]).ok().map(|v| v as usize),
+            lfh_witheld: num(&["lfh_subsegment", "WitheldBlockCount"])? as usize,
+            lfh_unit_shift: num(&["lfh_subsegment", "CommitUnitShift"])? as usize,
+            lfh_unit_count: num(&["lfh_subsegment", "CommitUnitCount"])? as usize,
+            lfh_commit_state: num(&["lfh_subsegment", "CommitStateOffset"])
+                .ok()
+                .map(|v| v as usize),
             lfh_offsets: num(&["lfh_subsegment", "BlockOffsets"])? as usize,
             lfh_bitmap: num(&["lfh_subsegment", "BlockBitmap"])? as usize,
             va_shift_full: get(&["lfh_subsegment", "va_shift"])?.as_str() == Some("full"),
@@ -180,9 +199,6 @@ impl SegLayout {
             (va as u32) >> 12
         }
     }
-    fn bitmap_bytes(&self, count: u64) -> u64 {
-        count.div_ceil(4)
-    }
 }
 
 /// A profile's 16-bit field at `offset`, its low `bits` bits.
@@ -224,27 +240,91 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// What a page's first 0x30 bytes say: the first page of a VS or an LFH subsegment, or not.
+/// What a page's first bytes say: the first page of a VS or an LFH subsegment, or not. Only
+/// plain fields are checked here (the encoded ones need the page's VA and the keys).
 #[inline]
 fn candidate(page: &[u8], s: &SegLayout) -> Option<Kind> {
     let (q0, q1) = (u64_at(page, 0)?, u64_at(page, 8)?);
-    if !kernel_ptr(q0) || !kernel_ptr(q1) {
+    if q0 == 0 || q1 == 0 {
         return None;
     }
     let size = s.vs_size.read(page);
     let sig = s.vs_signature.read(page);
     if size != 0 && (sig ^ size ^ u64::from(s.vs_xor)) & s.vs_signature.mask() == 0 {
-        return Some(Kind::Vs);
+        return vs_extent(page, s).map(|_| Kind::Vs);
     }
-    let count = u16_at(page, s.lfh_block_count)?;
-    let free = u16_at(page, s.lfh_free_count)?;
-    (count != 0 && free <= count).then_some(Kind::Lfh)
+    // LFH: plain kernel list links and a header whose counts fit its own geometry.
+    if !kernel_ptr(q0) || !kernel_ptr(q1) {
+        return None;
+    }
+    lfh_header(page, s).map(|_| Kind::Lfh)
+}
+
+/// A VS subsegment's bytes (Size * 16 + 0x30: RtlpHpVsSubsegmentCreate) and its commit
+/// bitmap, when they fit each other: a page multiple of at most 256 KiB, the first page
+/// committed, no bit past the last page.
+fn vs_extent(page: &[u8], s: &SegLayout) -> Option<(u64, u64)> {
+    let bytes = s.vs_size.read(page) * s.vs_unit + s.vs_first;
+    let commit = u64_at(page, s.vs_commit)?;
+    let pages = bytes / PAGE_SIZE;
+    let fits = bytes.is_multiple_of(PAGE_SIZE)
+        && (1..=MAX_VS_PAGES).contains(&pages)
+        && commit & 1 == 1
+        && (pages == 64 || commit >> pages == 0);
+    fits.then_some((bytes, commit))
+}
+
+/// The plain fields of an LFH subsegment's header.
+struct LfhHeader {
+    /// Subsegment bytes (CommitUnitCount << CommitUnitShift) and the commit unit.
+    size: u64,
+    unit: u64,
+    /// Slots the bitmap covers: BlockCount + WitheldBlockCount.
+    slots: u64,
+}
+
+fn lfh_header(page: &[u8], s: &SegLayout) -> Option<LfhHeader> {
+    let shift = u32::from(*page.get(s.lfh_unit_shift)?);
+    let units = u64::from(*page.get(s.lfh_unit_count)?);
+    let count = u64::from(u16_at(page, s.lfh_block_count)?);
+    let free = u64::from(u16_at(page, s.lfh_free_count)?);
+    let witheld = u64::from(*page.get(s.lfh_witheld)?);
+    if !(12..=18).contains(&shift) || units == 0 || count == 0 || free > count {
+        return None;
+    }
+    let size = units << shift;
+    if !size.is_power_of_two() || !(PAGE_SIZE..=MAX_LFH_SUBSEGMENT).contains(&size) {
+        return None;
+    }
+    if s.lfh_location.is_some_and(|at| page.get(at).is_none_or(|&l| l > 2)) {
+        return None;
+    }
+    let slots = count + witheld;
+    let state = s.lfh_bitmap as u64 + 8 * (2 * slots).div_ceil(64);
+    if s
+        .lfh_commit_state
+        .is_some_and(|at| u16_at(page, at).is_none_or(|v| u64::from(v) != state))
+    {
+        return None;
+    }
+    Some(LfhHeader {
+        size,
+        unit: 1 << shift,
+        slots,
+    })
 }
 
 /// A plausible in-use pool header: a tag scanners accept, a non-zero size and pool type.
 #[inline]
 fn in_use(h: &Header) -> bool {
     h.size != 0 && h.pool_type != 0 && tag::plausible(h.tag)
+}
+
+/// The first 8 bytes of a block on a delayed-free or lookaside SList: its Next link (0 or a
+/// 16-aligned kernel pointer) over the POOL_HEADER (RtlpHpVsContextFree).
+#[inline]
+fn slist_link(q: u64) -> bool {
+    q == 0 || (kernel_ptr(q) && q & 0xF == 0)
 }
 
 fn mode<K: std::hash::Hash + Eq + Copy>(votes: &HashMap<K, usize>) -> Option<(K, usize)> {
@@ -254,25 +334,31 @@ fn mode<K: std::hash::Hash + Eq + Copy>(votes: &HashMap<K, usize>) -> Option<(K,
     (*n >= 2 || total == 1).then_some((*k, *n))
 }
 
-/// Recover HeapKey's size/allocated bits from the first chunk of VS subsegments whose pool
-/// header says how big the chunk is (BlockSize + 1 units, allocated), then its previous-size
-/// bits from the second chunk (whose UnsafePrevSize is the first's size).
+/// Recover HeapKey from the first chunk of VS subsegments that is allocated with a pool header:
+/// its size/allocated bits (BlockSize + 1 units, allocated) and, from its encoded segment page
+/// offset (page 0), the key's low byte; then the previous-size bits from the second chunk
+/// (whose UnsafePrevSize is the first's size).
 fn recover_heap(
     pages: &[(&[u8], u64)],
     s: &SegLayout,
     l: &PoolLayout,
 ) -> Option<(u64, u64, String)> {
     let mut v1: HashMap<u64, usize> = HashMap::new();
+    let mut lo: HashMap<u64, usize> = HashMap::new();
     for (page, va) in pages {
         let off = s.vs_first as usize;
-        let (Some(enc), Some(h)) = (u64_at(page, off), header(page, off + s.chunk as usize, l))
-        else {
+        let (Some(enc), Some(h), Some(&page_off)) = (
+            u64_at(page, off),
+            header(page, off + s.chunk as usize, l),
+            page.get(off + 8),
+        ) else {
             continue;
         };
         if in_use(&h) {
+            let cva = va + off as u64;
             let plain = (h.size + 1) << s.size_shift | 1 << s.alloc_shift;
-            *v1.entry((enc ^ (va + off as u64) ^ plain) & s.size_mask())
-                .or_default() += 1;
+            *v1.entry((enc ^ cva ^ plain) & s.size_mask()).or_default() += 1;
+            *lo.entry(u64::from(page_off) ^ (cva & 0xFF)).or_default() += 1;
         }
     }
     let (k1, n1) = mode(&v1)?;
@@ -290,10 +376,13 @@ fn recover_heap(
                 .or_default() += 1;
         }
     }
-    let (key, mask) = match mode(&v2) {
-        Some((k2, _)) => (k1 | k2, s.size_mask() | s.prev_mask()),
-        None => (k1, s.size_mask()),
-    };
+    let (mut key, mut mask) = (k1, s.size_mask());
+    if let Some((k2, _)) = mode(&v2) {
+        (key, mask) = (key | k2, mask | s.prev_mask());
+    }
+    if let Some((b, _)) = mode(&lo) {
+        (key, mask) = (key | b, mask | 0xFF);
+    }
     let why = format!(
         "recovered from the dump: {n1} of {} VS subsegments agree (known bits {mask:#x})",
         v1.values().sum::<usize>()
@@ -301,43 +390,58 @@ fn recover_heap(
     Some((key, mask, why))
 }
 
-/// Recover LfhKey from LFH subsegments whose first page shows two equal-size blocks in a row:
-/// their size and the first block offset that fits the bitmap give the plain BlockOffsets.
-fn recover_lfh(pages: &[(&[u8], u64)], s: &SegLayout, l: &PoolLayout) -> Option<(u32, String)> {
+/// What RtlpHpLfhSubsegmentInitialize computes for `block`-byte blocks in a subsegment of
+/// `h.size` bytes: FirstBlockOffset and the slot count, which must be the header's.
+/// Returns (FirstBlockOffset before and after the power-of-two rounding, slots).
+fn lfh_expected(h: &LfhHeader, block: u64, bitmap: u64) -> Option<(u64, u64, u64)> {
+    if block < 0x20 || !block.is_multiple_of(16) || block > MAX_LFH_BLOCK {
+        return None;
+    }
+    let units = h.size / h.unit;
+    let v9 = (8 * (h.size.checked_sub(2 * units)?)).checked_sub(8 * bitmap)? / (8 * block + 2);
+    let raw = (2 * units + 8 * (2 * v9).div_ceil(64) + bitmap + 15) & !0xF;
+    let slots = v9.min(h.size.checked_sub(raw)? / block);
+    let first = if h.size > PAGE_SIZE && block.is_power_of_two() {
+        raw.div_ceil(block) * block
+    } else {
+        raw
+    };
+    Some((raw, first, slots))
+}
+
+/// Whether an LFH slot is withheld: in a subsegment over a page, a block of a size that is no
+/// power of two with a page boundary inside it is marked busy and never handed out.
+fn lfh_witheld(g: &LfhGeometry, slot: u64) -> bool {
+    let start = g.first_raw + slot * g.size;
+    g.extent > PAGE_SIZE
+        && !g.size.is_power_of_two()
+        && (start + g.size - 1) / PAGE_SIZE > start / PAGE_SIZE
+}
+
+/// Recover LfhKey: for each candidate header, every block size whose geometry gives the
+/// header's slot count proposes a key (BlockOffsets XOR the plain offsets XOR the VA term);
+/// the key every subsegment proposes wins.
+fn recover_lfh(pages: &[(&[u8], u64)], s: &SegLayout) -> Option<(u32, String)> {
     let mut votes: HashMap<u32, usize> = HashMap::new();
+    let mut seen = 0usize;
     for (page, va) in pages {
-        let (Some(enc), Some(count)) =
-            (u32_at(page, s.lfh_offsets), u16_at(page, s.lfh_block_count))
-        else {
+        let (Some(enc), Some(h)) = (u32_at(page, s.lfh_offsets), lfh_header(page, s)) else {
             continue;
         };
-        let min_first = (s.lfh_bitmap as u64 + s.bitmap_bytes(u64::from(count))).div_ceil(16) * 16;
-        let mut off = min_first as usize;
-        while off + 2 * l.header_size <= PAGE_SIZE as usize {
-            let found = header(page, off, l).filter(in_use).and_then(|h| {
-                let size = h.size * l.block_unit;
-                let next = off + size as usize;
-                let ok = next + l.header_size > PAGE_SIZE as usize
-                    || header(page, next, l)
-                        .is_some_and(|n| n.size == h.size && tag::plausible(n.tag));
-                ok.then_some(size)
-            });
-            if let Some(size) = found {
-                let first = off as u64 - (off as u64 - min_first) / size * size;
-                let plain = (size | first << 16) as u32;
-                *votes.entry(enc ^ s.lfh_va_bits(*va) ^ plain).or_default() += 1;
-                break;
+        seen += 1;
+        for block in (0x20..=MAX_LFH_BLOCK).step_by(16) {
+            if let Some((_, first, slots)) = lfh_expected(&h, block, s.lfh_bitmap as u64) {
+                if slots == h.slots {
+                    let plain = (block | first << 16) as u32;
+                    *votes.entry(enc ^ s.lfh_va_bits(*va) ^ plain).or_default() += 1;
+                }
             }
-            off += 16;
         }
     }
     let (k, n) = mode(&votes)?;
     Some((
         k,
-        format!(
-            "recovered from the dump: {n} of {} LFH subsegments agree",
-            votes.values().sum::<usize>()
-        ),
+        format!("recovered from the dump: {n} of {seen} LFH subsegments agree"),
     ))
 }
 
@@ -373,7 +477,7 @@ fn keys(
         sources.insert("HeapKey".into(), format!("heuristic: {why}"));
         (key, mask)
     });
-    let lfh = recover_lfh(lfh, s, l).map(|(key, why)| {
+    let lfh = recover_lfh(lfh, s).map(|(key, why)| {
         sources.insert("LfhKey".into(), format!("heuristic: {why}"));
         key
     });
@@ -411,55 +515,71 @@ impl<'p> Pages<'p> {
     }
 }
 
-/// Walk a VS subsegment's chunk chain. `Err` = rejected (its signature matched but the chain
-/// does not hold); the walk stops early, keeping what it validated, at a page the dump lacks.
+/// Why a subsegment was rejected (its own invariants failed).
+type Reject = &'static str;
+
+/// Walk a VS subsegment's chunk chain over its committed pages (RtlpHpVsChunkSplit's rules):
+/// every chunk header on a committed page, the chain covering the subsegment exactly, each
+/// UnsafePrevSize the previous chunk's size, each allocated chunk's pages committed, its
+/// encoded segment page offset its page, and its POOL_HEADER at chunk + 0x10 (chunk + 0x20
+/// when that is page-aligned) or, for a block on the delayed-free list, an SList link there.
+/// The walk stops early, keeping what it validated, at a committed page the dump lacks.
 fn walk_vs(
     p: &Pages,
-    size: u64,
+    (size, commit): (u64, u64),
     s: &SegLayout,
     l: &PoolLayout,
     key: (u64, u64),
-) -> std::result::Result<Found, ()> {
+) -> std::result::Result<Found, Reject> {
     let (key, mask) = key;
     let check_prev = mask & s.prev_mask() == s.prev_mask();
+    let check_page = mask & 0xFF == 0xFF;
+    let committed = |off: u64| commit >> (off / PAGE_SIZE).min(63) & 1 == 1;
     let mut out = Vec::new();
     let mut off = s.vs_first;
     let mut prev: Option<u64> = None;
     while off < size {
+        if !committed(off) {
+            return Err("a chunk header on an uncommitted page");
+        }
         let Some(enc) = p.bytes(off, 8).and_then(|b| u64_at(b, 0)) else {
             break;
         };
-        let d = enc ^ (p.va + off) ^ key;
+        let cva = p.va + off;
+        let d = enc ^ cva ^ key;
         let units = (d >> s.size_shift) & 0xFFFF;
         let allocated = (d >> s.alloc_shift) & 0xFF;
         let bytes = units * 16;
-        let prev_ok = !check_prev || prev.is_none_or(|pv| (d >> s.prev_shift) & 0xFFFF == pv);
-        if bytes < 2 * s.chunk || off + bytes > size || allocated > 1 || !prev_ok {
-            return Err(());
+        if bytes < 2 * s.chunk || off + bytes > size || allocated > 1 {
+            return Err("a chunk header that does not decode");
+        }
+        if check_prev && prev.is_some_and(|pv| (d >> s.prev_shift) & 0xFFFF != pv) {
+            return Err("a chunk whose previous size is not its neighbour's");
         }
         if allocated == 1 {
             let end = off + bytes;
-            let fits = |at: u64, h: &Header| {
-                let b = h.size * l.block_unit;
-                in_use(h) && at + b <= end && end - at - b < MAX_SLACK
+            if (off / PAGE_SIZE..=(end - 1) / PAGE_SIZE).any(|pg| commit >> pg.min(63) & 1 == 0) {
+                return Err("an allocated chunk on an uncommitted page");
+            }
+            let page_off = p.bytes(off + 8, 1).map(|b| u64::from(b[0]));
+            if check_page && page_off.is_some_and(|b| (b ^ key ^ cva) & 0xFF != (off >> 12) & 0xFF)
+            {
+                return Err("an allocated chunk whose segment page offset is not its page");
+            }
+            let at = off + if (cva + 0x20) & 0xFFF == 0 { 0x20 } else { 0x10 };
+            let Some(q) = p.bytes(at, 8).and_then(|b| u64_at(b, 0)) else {
+                break;
             };
-            let at = off + s.chunk;
-            let h = match p.header(at, l) {
-                Some(h) if fits(at, &h) => Some((at, h)),
-                // MemProcFS: a block that crosses a page has its header at the next page.
-                _ => {
-                    let next = (at | (PAGE_SIZE - 1)) + 1;
-                    (next < end)
-                        .then(|| p.header(next, l))
-                        .flatten()
-                        .filter(|h| fits(next, h))
-                        .map(|h| (next, h))
+            match p.header(at, l) {
+                Some(h) if in_use(&h) => {
+                    let b = h.size * l.block_unit;
+                    if at + b > end || end - at - b >= MAX_SLACK {
+                        return Err("a pool header whose size does not fit its chunk");
+                    }
+                    out.push((at, h, true));
                 }
-            };
-            match h {
-                Some((at, h)) => out.push((at, h, true)),
-                None if p.bytes(at, l.header_size).is_none() => break,
-                None => return Err(()),
+                _ if slist_link(q) => {} // freed: on the delayed-free list
+                _ => return Err("an allocated chunk without a pool header"),
             }
         }
         prev = Some(units);
@@ -468,68 +588,97 @@ fn walk_vs(
     Ok(out)
 }
 
-/// An LFH subsegment's block size, first block offset and block count, decoded from its first
-/// page (BlockOffsets XOR LfhKey XOR the VA term).
+/// An LFH subsegment's geometry, decoded from its first page (BlockOffsets XOR LfhKey XOR the
+/// VA term) and checked against what RtlpHpLfhSubsegmentInitialize computes.
 struct LfhGeometry {
     size: u64,
     first: u64,
-    count: u64,
+    /// FirstBlockOffset before any power-of-two rounding (where withheld slots are counted).
+    first_raw: u64,
+    slots: u64,
+    extent: u64,
+    unit: u64,
 }
 
-impl LfhGeometry {
-    /// Bytes from the subsegment's start to the end of its last block.
-    fn extent(&self) -> u64 {
-        self.first + self.count * self.size
-    }
-}
-
-/// `None` = not an LFH subsegment: its offsets do not decode to a geometry that fits.
+/// `None` = not an LFH subsegment: its offsets do not decode to the geometry its header implies.
 fn lfh_geometry(first_page: &[u8], va: u64, s: &SegLayout, key: u32) -> Option<LfhGeometry> {
+    let h = lfh_header(first_page, s)?;
     let enc = u32_at(first_page, s.lfh_offsets)?;
-    let count = u64::from(u16_at(first_page, s.lfh_block_count)?);
     let d = enc ^ key ^ s.lfh_va_bits(va);
-    let g = LfhGeometry {
-        size: u64::from(d & 0xFFFF),
-        first: u64::from(d >> 16),
-        count,
-    };
-    let bitmap_end = s.lfh_bitmap as u64 + s.bitmap_bytes(count);
-    let fits = g.size >= 16
-        && g.size.is_multiple_of(16)
-        && g.size < 0xFF8
-        && g.first >= bitmap_end
-        && g.first < PAGE_SIZE
-        && g.extent() <= MAX_SUBSEGMENT
-        && first_page.len() as u64 >= bitmap_end;
-    fits.then_some(g)
+    let (block, first) = (u64::from(d & 0xFFFF), u64::from(d >> 16));
+    let (first_raw, want, slots) = lfh_expected(&h, block, s.lfh_bitmap as u64)?;
+    if first != want || slots != h.slots {
+        return None;
+    }
+    Some(LfhGeometry {
+        size: block,
+        first,
+        first_raw,
+        slots,
+        extent: h.size,
+        unit: h.unit,
+    })
 }
 
-/// Walk a decoded LFH subsegment's blocks. `Err` = rejected: an allocated block's header is
-/// not a pool header of the subsegment's block size.
+/// Walk a decoded LFH subsegment's blocks. Withheld slots are skipped; a block in a commit
+/// unit whose commit word says never committed (0xFFFF) must not be allocated. `Err` =
+/// rejected: an allocated block's header is not a pool header of the subsegment's block size.
 fn walk_lfh(
     p: &Pages,
     first_page: &[u8],
     g: &LfhGeometry,
     s: &SegLayout,
     l: &PoolLayout,
-) -> std::result::Result<Found, ()> {
-    let bitmap_end = s.lfh_bitmap + s.bitmap_bytes(g.count) as usize;
-    let bitmap = first_page.get(s.lfh_bitmap..bitmap_end).ok_or(())?;
+) -> std::result::Result<Found, Reject> {
+    let bitmap_end = s.lfh_bitmap + (2 * g.slots).div_ceil(64) as usize * 8;
+    let bitmap = first_page
+        .get(s.lfh_bitmap..bitmap_end)
+        .ok_or("a bitmap past the first page")?;
+    let words = lfh_commit_words(first_page, s, g);
+    let committed = |u: u64| lfh_unit_committed(first_page, words, u);
     let mut out = Vec::new();
-    for i in 0..g.count {
+    for i in 0..g.slots {
+        if lfh_witheld(g, i) {
+            continue;
+        }
         let bits = (bitmap[(i / 4) as usize] >> ((i % 4) * 2)) & 3;
         let at = g.first + i * g.size;
+        let allocated = bits & 1 == 1;
+        if allocated && !committed(at / g.unit) {
+            return Err("an allocated block in a commit unit never committed");
+        }
         let h = p.header(at, l);
-        let valid = h
-            .as_ref()
-            .is_some_and(|h| in_use(h) && h.size * l.block_unit == g.size);
-        match (h, bits == 1, valid) {
-            (Some(h), allocated, true) => out.push((at, h, allocated)),
-            (Some(_), true, false) => return Err(()),
+        let fits = |h: &Header| in_use(h) && h.size * l.block_unit <= g.size;
+        match h {
+            Some(h) if allocated && fits(&h) && (bits == 3 || h.size * l.block_unit == g.size) => {
+                out.push((at, h, true))
+            }
+            Some(_) if allocated => return Err("an allocated block without a pool header"),
+            Some(h) if fits(&h) && h.size * l.block_unit == g.size => out.push((at, h, false)),
             _ => {} // never used, or on a page the dump lacks
         }
     }
     Ok(out)
+}
+
+/// Where an LFH subsegment's commit words are (CommitStateOffset, else after the bitmap).
+fn lfh_commit_words(first_page: &[u8], s: &SegLayout, g: &LfhGeometry) -> usize {
+    let bitmap_end = s.lfh_bitmap + (2 * g.slots).div_ceil(64) as usize * 8;
+    s.lfh_commit_state
+        .and_then(|at| u16_at(first_page, at))
+        .map_or(bitmap_end, usize::from)
+}
+
+/// Whether an LFH commit unit is committed: its commit word is not 0xFFFF.
+fn lfh_unit_committed(first_page: &[u8], words: usize, unit: u64) -> bool {
+    u16_at(first_page, words + 2 * unit as usize).is_some_and(|v| v != 0xFFFF)
+}
+
+/// The committed pages of an LFH subsegment.
+fn lfh_committed_pages(first_page: &[u8], s: &SegLayout, g: &LfhGeometry) -> u64 {
+    let words = lfh_commit_words(first_page, s, g);
+    let units = (0..g.extent / g.unit).filter(|&u| lfh_unit_committed(first_page, words, u));
+    units.count() as u64 * (g.unit / PAGE_SIZE)
 }
 
 /// Scan the segment-heap pool. `k` locates the keys through symbols when it can; `sources`
@@ -598,31 +747,39 @@ pub fn scan(
             let mut s = PoolScan::default();
             for &(pfn, va, kind) in batch {
                 let Ok(page) = phys.page(pfn) else { continue };
-                let (extent, res) = match (kind, keys.heap, keys.lfh) {
+                let (pages, res) = match (kind, keys.heap, keys.lfh) {
                     (Kind::Vs, Some(key), _) => {
-                        let size = seg.vs_size.read(page).saturating_mul(seg.vs_unit);
-                        if size > MAX_SUBSEGMENT {
-                            s.rejected_pages += 1;
+                        let Some((size, commit)) = vs_extent(page, seg) else {
+                            continue;
+                        };
+                        // ListEntry links are encoded: each XOR the subsegment's own VA.
+                        let links = [0, 8].map(|at| u64_at(page, at).map(|q| q ^ va));
+                        if !links.iter().all(|q| q.is_some_and(kernel_ptr)) {
                             continue;
                         }
                         let p = Pages::read(&mut tr, &phys, va, size);
-                        (size, walk_vs(&p, size, seg, layout, key).map(|f| (p, f)))
+                        let res = walk_vs(&p, (size, commit), seg, layout, key);
+                        (u64::from(commit.count_ones()), res.map(|f| (p, f)))
                     }
                     (Kind::Lfh, _, Some(key)) => {
                         let Some(g) = lfh_geometry(page, va, seg, key) else {
                             continue;
                         };
-                        let p = Pages::read(&mut tr, &phys, va, g.extent());
+                        let p = Pages::read(&mut tr, &phys, va, g.extent);
                         let res = walk_lfh(&p, page, &g, seg, layout);
-                        (g.extent(), res.map(|f| (p, f)))
+                        (lfh_committed_pages(page, seg, &g), res.map(|f| (p, f)))
                     }
                     _ => continue,
                 };
-                let Ok((p, blocks)) = res else {
-                    s.rejected_pages += 1;
-                    continue;
+                let (p, blocks) = match res {
+                    Ok(r) => r,
+                    Err(why) => {
+                        s.rejected_pages += 1;
+                        *s.rejected_why.entry(why.to_string()).or_default() += 1;
+                        continue;
+                    }
                 };
-                s.pool_pages += extent.div_ceil(PAGE_SIZE);
+                s.pool_pages += pages;
                 let page_pool =
                     blocks.iter().find(|b| b.2).or(blocks.first()).map(|b| {
                         Pool::classify(b.1.pool_type, layout.paged_mask, layout.session_mask)
@@ -663,13 +820,16 @@ mod tests {
     const VA: u64 = 0xFFFF_A080_1234_0000;
     const KEY: u64 = 0x1122_3344_5566_7788;
 
-    /// A one-page VS subsegment: chunks of `units` (16-byte units, VS header included), the
-    /// allocated ones holding a pool header of `units - 1` with tag "Test".
+    /// A one-page VS subsegment as RtlpHpVsSubsegmentCreate lays it out (Size = (bytes -
+    /// 0x30) >> 4, the page committed, list links XOR its VA): chunks of `units` (16-byte
+    /// units, VS header included), the allocated ones holding their encoded segment page
+    /// offset and a pool header of `units - 1` with tag "Test".
     fn vs_page(s: &SegLayout, chunks: &[(u64, bool)]) -> Vec<u8> {
         let mut p = vec![0u8; 0x1000];
-        p[..8].copy_from_slice(&(VA + 0x100).to_le_bytes());
-        p[8..16].copy_from_slice(&(VA + 0x100).to_le_bytes());
-        let size = 0x1000 / s.vs_unit;
+        p[..8].copy_from_slice(&(VA ^ (VA + 0x100)).to_le_bytes());
+        p[8..16].copy_from_slice(&(VA ^ (VA + 0x100)).to_le_bytes());
+        p[s.vs_commit..s.vs_commit + 8].copy_from_slice(&1u64.to_le_bytes());
+        let size = (0x1000 - s.vs_first) / s.vs_unit;
         let (at, sig_at) = (s.vs_size.offset(), s.vs_signature.offset());
         p[at..at + 2].copy_from_slice(&(size as u16).to_le_bytes());
         let sig = (size as u16 ^ s.vs_xor) & 0x7FFF;
@@ -681,6 +841,7 @@ mod tests {
             let at = off as usize;
             p[at..at + 8].copy_from_slice(&(plain ^ (VA + off) ^ KEY).to_le_bytes());
             if alloc {
+                p[at + 8] = ((KEY ^ (VA + off)) & 0xFF) as u8;
                 let h = at + s.chunk as usize;
                 p[h..h + 8].copy_from_slice(&[0, 0, (units - 1) as u8, 2, b'T', b'e', b's', b't']);
             }
@@ -698,24 +859,25 @@ mod tests {
             &[(0x10, true), (0x20, false), (0xC5, true), (0x8, true)],
         );
         assert_eq!(candidate(&page, &s), Some(Kind::Vs));
+        assert_eq!(vs_extent(&page, &s), Some((0x1000, 1)));
         let p = Pages {
             va: VA,
             pages: vec![Some(&page[..])],
         };
-        let found = walk_vs(&p, 0x1000, &s, &l, (KEY, u64::MAX)).unwrap();
+        let found = walk_vs(&p, (0x1000, 1), &s, &l, (KEY, u64::MAX)).unwrap();
         assert_eq!(found.len(), 3);
         assert_eq!(found[0].0, s.vs_first + s.chunk);
         assert!(found
             .iter()
             .all(|f| f.2 && f.1.tag == u32::from_le_bytes(*b"Test")));
         // a wrong key, or a chunk size that overruns the subsegment: rejected, no panic
-        assert!(walk_vs(&p, 0x1000, &s, &l, (KEY ^ 0x10000, u64::MAX)).is_err());
+        assert!(walk_vs(&p, (0x1000, 1), &s, &l, (KEY ^ 0x10000, u64::MAX)).is_err());
         let bad = vs_page(&s, &[(0x10, true), (0xFFFF, true)]);
         let p = Pages {
             va: VA,
             pages: vec![Some(&bad[..])],
         };
-        assert!(walk_vs(&p, 0x1000, &s, &l, (KEY, u64::MAX)).is_err());
+        assert!(walk_vs(&p, (0x1000, 1), &s, &l, (KEY, u64::MAX)).is_err());
     }
 
     #[test]
@@ -725,7 +887,7 @@ mod tests {
         let b = vs_page(&s, &[(0x31, true), (0x20, false)]);
         let (key, mask, _) = recover_heap(&[(&a, VA), (&b, VA)], &s, &l).unwrap();
         assert_eq!(key & mask, KEY & mask);
-        assert_eq!(mask, s.size_mask() | s.prev_mask());
+        assert_eq!(mask, s.size_mask() | s.prev_mask() | 0xFF);
         assert!(recover_heap(&[], &s, &l).is_none());
     }
 
@@ -786,7 +948,7 @@ mod tests {
         let page = vs_page(&s, &[(0x10, true), (0xED, false)]);
         assert_eq!(
             page[0x24..0x26],
-            ((0x100 ^ 0x2BED) as u16 & 0x7FFF).to_le_bytes()
+            ((0xFD ^ 0x2BED) as u16 & 0x7FFF).to_le_bytes()
         );
         assert_eq!(candidate(&page, &s), Some(Kind::Vs));
         let p = Pages {
@@ -794,7 +956,7 @@ mod tests {
             pages: vec![Some(&page[..])],
         };
         assert_eq!(
-            walk_vs(&p, 0x1000, &s, &l, (KEY, u64::MAX)).unwrap().len(),
+            walk_vs(&p, (0x1000, 1), &s, &l, (KEY, u64::MAX)).unwrap().len(),
             1
         );
     }
@@ -844,12 +1006,14 @@ mod tests {
                 pages: vec![Some(&page[..]), None],
             };
             let key = (next(), if i % 3 == 0 { u64::MAX } else { s.size_mask() });
-            let _ = walk_vs(&p, 0x1000 + (next() & 0xFFFF), &s, &l, key);
+            let _ = walk_vs(&p, (0x1000 + (next() & 0xFFFF), next()), &s, &l, key);
             if let Some(g) = lfh_geometry(&page, VA, &s, next() as u32) {
                 let _ = walk_lfh(&p, &page, &g, &s, &l);
             }
             let _ = recover_heap(&[(&page, VA)], &s, &l);
-            let _ = recover_lfh(&[(&page, VA)], &s, &l);
+            let _ = recover_lfh(&[(&page, VA)], &s);
+            let _ = vs_extent(&page, &s);
+            let _ = lfh_header(&page, &s);
         }
     }
 }

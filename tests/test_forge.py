@@ -506,7 +506,7 @@ class PoolLayoutView:
     def entry(self, what: str, raw: bytes, at: int) -> dict[str, int]:
         out = {}
         for name, f in self.p[what].items():
-            if name == "size":
+            if name == "size" or isinstance(f, str):  # strings are notes
                 continue
             off, width = int(f["offset"], 16), f["width"]
             v = int.from_bytes(raw[at + off : at + off + width], "little") >> f.get("shift", 0)

@@ -21,7 +21,7 @@ from .header import (
 from .kernel import KernelBuilder, KernelImage
 from .layout import PAGE_SIZE, load_profile
 from .physmem import subtract_ranges
-from .pool import pool_truth
+from .pooltruth import pool_truth
 from .scenario import (
     BITMAP_TYPES,
     DUMP_TYPES,

@@ -17,6 +17,7 @@ from . import paging as pg
 from .header import context_bytes
 from .kdbg import encode_block, kd_copy_data_block_code
 from .layout import PAGE_SIZE, kdbg_fields, kdbg_size, ldr_offsets
+from .machine import WIN7, WIN10, ModuleLayout
 from .paging import PageTables, canonical
 from .pe import SCN_CODE, SCN_DATA, SCN_RDATA, Section, pe_header
 from .physmem import PhysicalMemory
@@ -34,68 +35,11 @@ CONTEXT_SIZE = 0x4D0
 PML4E_SPAN = 1 << 39
 
 
-@dataclass
-class BuildConsts:
-    """Per-family constants. Values marked synthetic in ``notes`` are not from a source."""
-
-    pt_hint: int
-    pfn_database: int
-    paged_pool_start: int
-    paged_pool_end: int
-    session_pool_start: int
-    nonpaged_system_start: int
-    system_range_start: int
-    offset_prcb_context: int
-    prcb_size: int
-    ldr_entry_size: int
-    processor_block_slots: int
-
-
-WIN7 = BuildConsts(
-    pt_hint=0x187,
-    pfn_database=0xFFFFFA8000000000,
-    paged_pool_start=0xFFFFF8A000000000,
-    paged_pool_end=0xFFFFF8BFFFFFFFFF,
-    session_pool_start=0xFFFFF900C0000000,
-    nonpaged_system_start=0xFFFFF88000000000,
-    system_range_start=0xFFFF080000000000,
-    offset_prcb_context=0x4BD8,
-    prcb_size=0x4D00,
-    ldr_entry_size=0xE0,
-    processor_block_slots=64,
-)
-WIN10 = BuildConsts(
-    pt_hint=0x1AD,
-    pfn_database=0xFFFFE70000000000,
-    paged_pool_start=0xFFFFC40000000000,
-    paged_pool_end=0xFFFFC4FFFFFFFFFF,
-    session_pool_start=0xFFFFD88000000000,
-    nonpaged_system_start=0xFFFFF00000000000,
-    system_range_start=0xFFFF800000000000,
-    offset_prcb_context=0x6D40,
-    prcb_size=0x7000,
-    ldr_entry_size=0x120,
-    processor_block_slots=64,
-)
-
 DRIVER_HINT = 0x800
 STACK_HINT = 0x3000
 STACK_PAGES = 6
 TAG_SITE_LEN = 22  # mov ecx, imm32; mov edx, imm32; mov r8d, tag; call [rip+x] / call rel32
 TAG_SITE_TAG_AT = 12
-
-
-@dataclass
-class ModuleLayout:
-    name: str
-    path: str
-    base: int
-    size: int
-    entry: int
-    strings: list[tuple[str, int]]
-    ldr_entry: int = 0
-    timestamp: int = 0
-    tag_sites: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -217,7 +161,7 @@ class KernelBuilder:
         self._stack()
         self._special_mappings()
         params = self._bugcheck_params()
-        self.verifier = VerifierBuilder(self)
+        self.verifier = VerifierBuilder(self, self.pool)
         self.verifier.build()
         if sc.bugcheck.code == 0xC4 and sc.bugcheck.params is None and self.verifier.enabled:
             params = self.verifier.bugcheck_params()

@@ -42,7 +42,7 @@ from .pool import (
 )
 
 if TYPE_CHECKING:
-    from .kernel import KernelBuilder
+    from .machine import Machine
     from .scenario import PoolSpec
 
 M64 = (1 << 64) - 1
@@ -360,22 +360,25 @@ class _VsContext:
         return second
 
     # subsegments -------------------------------------------------------------
-    def rtlp_hp_vs_subsegment_create(self, request: int) -> _VsSubsegment:
+    def rtlp_hp_vs_subsegment_create(self, request: int, full: bool = False) -> _VsSubsegment:
         """RtlpHpVsSubsegmentCreate.c: the next power of two of ``2 * request + 72``, 64 to
-        256 KiB; only the first page committed (the pool heaps' callbacks do not commit the
-        whole); Size = (bytes - 0x30) >> 4; Signature = Size ^ 0x2BED (15 bits), bit 15 clear;
+        256 KiB; only the first page committed unless the callback committed the whole (bit 15
+        of the Signature says so; the pool heaps' do not); Size = (bytes - 0x30) >> 4;
+        Signature = Size ^ 0x2BED (15 bits);
         CommitBitmap one bit a committed page; one free chunk of Size units at +0x30."""
         lay = self.b.seg
         want = 1 << (2 * request + 72 - 1).bit_length()
         size = min(max(want, VS_MIN_SUBSEGMENT), VS_MAX_SUBSEGMENT)
         rng = self.segs.rtlp_hp_seg_sub_allocate(size, RANGE_VS)
-        rng.commit(0, 0)
+        pages = size // PAGE_SIZE if full else 1  # ``full``: the callback committed it all
+        rng.commit(0, pages - 1)
         units = (size - 0x30) >> 4
-        s = _VsSubsegment(rng, size, units, commit=1)
+        s = _VsSubsegment(rng, size, units, commit=_bits(0, pages - 1))
         head = bytearray(0x30)
         struct.pack_into("<Q", head, 0x10, s.commit)
         struct.pack_into("<H", head, lay.vs_size, units)
-        struct.pack_into("<H", head, lay.vs_signature, (units ^ VS_SIGNATURE_XOR) & 0x7FFF)
+        sig = (units ^ VS_SIGNATURE_XOR) & 0x7FFF | (0x8000 if full else 0)
+        struct.pack_into("<H", head, lay.vs_signature, sig)
         rng.write(0, bytes(head))
         c = _Chunk(lay.vs_first, units, 0, False)
         s.chunks[c.off] = c
@@ -428,9 +431,7 @@ class _VsContext:
         if 16 * rest < 0x20:
             units, rest = units + rest, 0
         span = 16 * units + (0x20 if rest else 0)
-        self.rtlp_hp_vs_subsegment_commit_pages(
-            s, _bits(c.off >> 12, (c.off + span - 1) >> 12)
-        )
+        self.rtlp_hp_vs_subsegment_commit_pages(s, _bits(c.off >> 12, (c.off + span - 1) >> 12))
         c.units, c.allocated = units, True
         self._write_header(s, c)
         if rest:
@@ -453,7 +454,9 @@ class _VsContext:
             self.rtlp_hp_vs_free_chunk_insert(s, r)
         return units
 
-    def rtlp_hp_vs_context_allocate_internal(self, request: int) -> tuple[_VsSubsegment, _Chunk, int]:
+    def rtlp_hp_vs_context_allocate_internal(
+        self, request: int
+    ) -> tuple[_VsSubsegment, _Chunk, int]:
         """RtlpHpVsContextAllocateInternal.c: best fit (size, then MemoryCost) among free
         chunks of at least ``1 + ceil(request / 16) + 1`` units, a new subsegment when there
         is none; one unit more when the user block would start a page (chunk + 0x20 page
@@ -650,10 +653,13 @@ class _Live:
 class SegmentHeapPoolBuilder(PoolBuilder):
     """PoolBuilder whose small blocks come from the VS and LFH allocators above."""
 
-    def __init__(self, kb: KernelBuilder, spec: PoolSpec, layout: PoolLayout) -> None:
+    def __init__(self, kb: Machine, spec: PoolSpec, layout: PoolLayout) -> None:
         self.seg = SegLayout.from_profile(kb.profile)
         self.seg_cursor: dict[str, int] = {}
         self.subsegments = {"vs": 0, "lfh": 0}
+        self.heap_pages = dict.fromkeys(
+            ["vs_reserved", "vs_committed", "vs_delayed_frees", "lfh_reserved", "lfh_committed",
+             "lfh_witheld"], 0)  # fmt: skip
         super().__init__(kb, spec, layout)
         self.heap_key = self.rng.getrandbits(64)
         self.lfh_key = self.rng.getrandbits(64)
@@ -662,6 +668,12 @@ class SegmentHeapPoolBuilder(PoolBuilder):
         self.vs = {p: _VsContext(self, p, self.heaps[p]) for p in POOLS}
         self.lfh = {p: _LfhContext(self, p, self.heaps[p], self.vs[p].segs) for p in POOLS}
         self.to_free: dict[str, list[_Live]] = {p: [] for p in POOLS}
+        # A freed block was an allocation of one of the pool's tags, of that tag's size.
+        for stream in self.streams.values():
+            made = [(i.units, i.tag) for i in stream if i.allocated]
+            for item in stream:
+                if not item.allocated and made:
+                    item.units, item.tag = self.rng.choice(made)
         self.requests: dict[tuple[str, int], int] = {}
         """Allocations per (pool, request size): an LFH bucket activates after a few."""
 
@@ -669,8 +681,10 @@ class SegmentHeapPoolBuilder(PoolBuilder):
         """A fresh 1 MiB-aligned segment VA in the pool's own region (the bugcheck's
         referenced page stays out of every segment)."""
         if pool not in self.seg_cursor:
-            base = self.kb.c.session_pool_start if pool.startswith("session") else (
-                self.kb.c.paged_pool_start
+            base = (
+                self.kb.c.session_pool_start
+                if pool.startswith("session")
+                else (self.kb.c.paged_pool_start)
             )
             region = {"nonpaged": 2, "paged": 1, "session_nonpaged": 2, "session_paged": 1}
             self.seg_cursor[pool] = base + region[pool] * 0x10_0000_0000
@@ -757,6 +771,16 @@ class SegmentHeapPoolBuilder(PoolBuilder):
                 self._list_pages(pool, sub.rng, list(sub.blocks.values()))
                 self.subsegments["lfh"] += 1
         self.subsegments["vs"] += len(self.vs[pool].subsegments)
+        heap = self.heap_pages
+        for s in self.vs[pool].subsegments:
+            heap["vs_reserved"] += s.size // PAGE_SIZE
+            heap["vs_committed"] += len(s.rng.pfns)
+            heap["vs_delayed_frees"] += sum(c.delayed for c in s.chunks.values())
+        for bucket in self.lfh[pool].buckets.values():
+            for sub in bucket.subsegments:
+                heap["lfh_reserved"] += sub.geo.size // PAGE_SIZE
+                heap["lfh_committed"] += len(sub.rng.pfns)
+                heap["lfh_witheld"] += len(sub.geo.witheld)
 
     def _list_pages(self, pool: str, rng: _Range, blocks: list[Block]) -> None:
         pages = {i: PoolPage(pool, pfn, rng.va + i * PAGE_SIZE) for i, pfn in rng.pfns.items()}
@@ -840,5 +864,6 @@ class SegmentHeapPoolBuilder(PoolBuilder):
             "lfh_key": self.lfh_key,
             "vs_subsegments": self.subsegments["vs"],
             "lfh_subsegments": self.subsegments["lfh"],
+            **self.heap_pages,
         }
         return out

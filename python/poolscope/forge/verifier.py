@@ -61,8 +61,8 @@ from .scenario import (
 )
 
 if TYPE_CHECKING:
-    from .kernel import KernelBuilder, ModuleLayout
-    from .pool import Block
+    from .machine import Machine, ModuleLayout
+    from .pool import Block, PoolBuilder
 
 _Q = struct.Struct("<Q")
 MASK64 = (1 << 64) - 1
@@ -239,8 +239,9 @@ class VerifierBuilder:
     structure; phase 2 (``finish``, after) picks the addresses of freed small blocks among
     the pool's free blocks, writes both logs and makes the ground truth."""
 
-    def __init__(self, kb: KernelBuilder) -> None:
+    def __init__(self, kb: Machine, pool: PoolBuilder) -> None:
         self.kb = kb
+        self.pool = pool
         self.spec: VerifierSpec | None = kb.sc.verifier
         self._data_va = 0
         self.truth: dict[str, Any] | None = None
@@ -281,15 +282,15 @@ class VerifierBuilder:
         if self.mi:
             for d in self.drivers:  # the entry is the tracker pages' VerifierEntry too
                 raw = d.name.encode("utf-16-le")
-                d.suspect = d.vd = kb.pool.alloc(
+                d.suspect = d.vd = self.pool.alloc(
                     self.L.size("mi_verifier_driver_entry") + len(raw) + 2, MI_ENTRY_TAG
                 )
         else:
             self._suspect_list()
             for d in self.drivers:
                 if d.loaded:
-                    d.vd = kb.pool.alloc(self.L.size("verified_driver_data"), "VfVD")
-                    d.node = kb.pool.alloc(self.links + self.L.size("target_driver"), "VfAT")
+                    d.vd = self.pool.alloc(self.L.size("verified_driver_data"), "VfVD")
+                    d.node = self.pool.alloc(self.links + self.L.size("target_driver"), "VfAT")
         self.events = self._timeline()
         self._simulate()
         self._write_trackers()
@@ -392,13 +393,13 @@ class VerifierBuilder:
 
     def _threads(self) -> list[int]:
         size = 0x4F0 if self.kb.sc.win7_like else 0x890
-        return [self.kb.pool.alloc(size, "Thre") + ETHREAD_IN_BLOCK for _ in range(4)]
+        return [self.pool.alloc(size, "Thre") + ETHREAD_IN_BLOCK for _ in range(4)]
 
     def _irps(self) -> list[int]:
         assert self.spec is not None
         if self.spec.irp_log is None:
             return []
-        return [self.kb.pool.alloc(0x3A0, "Irp ") for _ in range(8)]
+        return [self.pool.alloc(0x3A0, "Irp ") for _ in range(8)]
 
     # suspect list -------------------------------------------------------------
     def _suspect_list(self) -> None:
@@ -408,7 +409,7 @@ class VerifierBuilder:
         nodes = [head]
         for d in self.drivers:
             raw = d.name.encode("utf-16-le")
-            d.suspect = kb.pool.alloc(esize + len(raw) + 2, "VfSD")
+            d.suspect = self.pool.alloc(esize + len(raw) + 2, "VfSD")
             nodes.append(d.suspect)
         for i in range(len(nodes)):
             buf = bytearray(16)
@@ -495,9 +496,9 @@ class VerifierBuilder:
     def charged(self, req: int) -> tuple[int, bool]:
         """(NumberOfBytes the tracker records, big?) for a request (spec 5.3)."""
         c = (req + 3) // 4 * 4 + 8
-        if c > self.kb.pool.lay.big_threshold:
+        if c > self.pool.lay.big_threshold:
             return c, True
-        return self.kb.pool.small_body_bytes(c), False
+        return self.pool.small_body_bytes(c), False
 
     def _default_spec(self, d: _Driver) -> VerifierAllocSpec:
         tag = "".join(ch for ch in d.name if ch.isalnum())[:4].capitalize().ljust(4, "x")
@@ -554,8 +555,7 @@ class VerifierBuilder:
 
     def _simulate(self) -> None:
         """Run the events: tracker entries, memory of the allocations, counters."""
-        kb = self.kb
-        pool = kb.pool
+        pool = self.pool
         g_cur, g_peak = _pools(), _pools()
         self.big_allocs = 0
         for ev in self.events:
@@ -591,7 +591,7 @@ class VerifierBuilder:
 
     def _pop(self, d: _Driver, a: _Alloc) -> int:
         if not d.free:
-            va = self.kb.pool.alloc_big(PAGE_SIZE, "Vepp", "nonpaged", internal=True)
+            va = self.pool.alloc_big(PAGE_SIZE, "Vepp", "nonpaged", internal=True)
             n = self.per_page
             d.pages.append(_Page(va, [("never", None)] * (n - 1)))
             d.page_pushes += 1
@@ -745,7 +745,7 @@ class VerifierBuilder:
         kb, L = self.kb, self.L
         n_tables = self.spec.avl_tables or (1 if kb.sc.win7_like else 2)
         stride = L.size("avl_table")
-        tables = kb.pool.alloc(n_tables * stride, "VfAT")
+        tables = self.pool.alloc(n_tables * stride, "VfAT")
         self.tables_va, self.tables_no = tables, n_tables
         loaded = [d for d in self.drivers if d.loaded]
         buf = bytearray(n_tables * stride)
@@ -808,7 +808,9 @@ class VerifierBuilder:
             if self.filler and not self.fill_drivers:
                 raise ValueError("verifier.pool_log: older entries need a verified driver")
             self.pool_index = index
-            self.pool_buf = kb.pool.alloc(pl.length * L.size("pool_trace"), L.tags["pool_trace"][0])
+            self.pool_buf = self.pool.alloc(
+                pl.length * L.size("pool_trace"), L.tags["pool_trace"][0]
+            )
             kb.q(self.vars["VfPoolTraces"], self.pool_buf)
             kb.vwrite(self.vars["VfPoolTracesIndex"], (index & 0xFFFFFFFF).to_bytes(4, "little"))
             kb.vwrite(self.vars["VfPoolTracesLength"], pl.length.to_bytes(4, "little"))
@@ -820,12 +822,12 @@ class VerifierBuilder:
                 cnt = (pairs - i + n - 1) // n if pairs > i else 0
                 if cnt:
                     spec = self._fill_spec(d)
-                    kb.pool.add_frees(spec.tag, spec.pool, cnt)
+                    self.pool.add_frees(spec.tag, spec.pool, cnt)
         il = self.spec.irp_log
         if il is not None:
             index = il.length + il.length // 2 if il.entries_written is None else il.entries_written
             self.irp_index = index
-            self.irp_buf = kb.pool.alloc(il.length * L.size("irp_trace"), L.tags["irp_trace"][0])
+            self.irp_buf = self.pool.alloc(il.length * L.size("irp_trace"), L.tags["irp_trace"][0])
             kb.q(self.vars["IovIrpTraces"], self.irp_buf)
             kb.vwrite(self.vars["IovIrpTracesIndex"], (index & 0xFFFFFFFF).to_bytes(4, "little"))
             kb.vwrite(self.vars["IovIrpTracesLength"], il.length.to_bytes(4, "little"))
@@ -926,7 +928,7 @@ class VerifierBuilder:
     def _addresses(self) -> None:
         """Freed small blocks: free blocks of their pool (a freed block), else another
         block of that pool (reused since), never a live tracked block."""
-        pb = self.kb.pool
+        pb = self.pool
         live = {a.va for d in self.drivers for a in d.allocs if a.live}
         free: dict[str, list[Block]] = {"nonpaged": [], "paged": []}
         used: dict[str, list[Block]] = {"nonpaged": [], "paged": []}
@@ -966,11 +968,11 @@ class VerifierBuilder:
         else:
             fits = self._used_blocks[pool] or blocks
             if not fits:
-                return self.kb.pool_va(rng.randrange(0x100000, 0x400000) & ~0xF)
+                return self.pool_va(rng.randrange(0x100000, 0x400000) & ~0xF)
             b = fits[int(rng.random() * len(fits))]
         if distinct:
             self._taken.add(b.va)
-        return b.va + self.kb.pool.lay.header_size
+        return b.va + self.pool.lay.header_size
 
     def _head_struct(self, what: str, names: tuple[str, ...]) -> tuple[struct.Struct, list[int]]:
         """A packer for an entry's fields before StackTrace (profile offsets and widths) and

@@ -98,6 +98,8 @@ pub fn value_of(tr: &mut Translator, name: &str, k: Kernel, sources: &mut Source
 
 /// MemProcFS's bound on PoolBigPageTableSize (as the big-pool reader's).
 const BIG_MAX_ENTRIES: u64 = 0x100_0000;
+/// The most nt data the big-page search reads beyond the window near PoolTrackTable.
+const NT_DATA_MAX: u64 = 0x80_0000;
 /// Slots probed from a candidate table's hash slot for its own entry.
 const BIG_SELF_PROBES: usize = 64;
 
@@ -226,7 +228,10 @@ mod search {
             sources.insert(
                 name.into(),
                 format!(
-                    "heuristic: nt data within 0x{w:x} bytes of PoolTrackTable, found at PoolTrackTable {sign}0x{:x}: {} ({} candidate{})",
+                    "heuristic: {}, found at PoolTrackTable {sign}0x{:x}: {} ({} candidate{})",
+                    f.scope.unwrap_or_else(|| format!(
+                        "nt data within 0x{w:x} bytes of PoolTrackTable"
+                    )),
                     rel.unsigned_abs(),
                     f.rule,
                     f.candidates,
@@ -237,11 +242,52 @@ mod search {
         }))
     }
 
+    /// The writable sections of nt's image (IMAGE_SCN_MEM_WRITE), each as a window of words
+    /// (at most `NT_DATA_MAX` bytes in all): where the kernel's global variables live.
+    fn nt_writable(tr: &mut Translator, k: Kernel) -> Vec<Window> {
+        let Some(base) = k.kdbg.kern_base() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let Ok(lfanew) = tr.read_u32(base + 0x3C).map(u64::from) else {
+            return out;
+        };
+        if lfanew >= 0x1000 {
+            return out;
+        }
+        let (Ok(count), Ok(opt)) = (
+            tr.read_vec(base + lfanew + 6, 2),
+            tr.read_vec(base + lfanew + 0x14, 2),
+        ) else {
+            return out;
+        };
+        let count = u16::from_le_bytes([count[0], count[1]]).min(96) as u64;
+        let table = base + lfanew + 0x18 + u64::from(u16::from_le_bytes([opt[0], opt[1]]));
+        let mut budget = NT_DATA_MAX;
+        for i in 0..count {
+            let Ok(h) = tr.read_vec(table + 40 * i, 40) else {
+                break;
+            };
+            let word = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+            let (size, rva, flags) = (u64::from(word(8)), u64::from(word(12)), word(36));
+            if flags & 0x8000_0000 == 0 || size == 0 {
+                continue;
+            }
+            let size = size.min(budget);
+            budget -= size;
+            let start = base + rva;
+            out.push(Window::read(tr, start + size / 2, size.div_ceil(2)));
+        }
+        out
+    }
+
     struct Found {
         addr: u64,
         rule: String,
         /// How many candidates validated (the chosen one included).
         candidates: usize,
+        /// Where it was found when not in the window near PoolTrackTable.
+        scope: Option<String>,
     }
 
     /// The Key of each of `n` tracker entries at `table` (None: not readable).
@@ -308,6 +354,7 @@ mod search {
                 "the largest 2^k+1 value (0x{size:x}) for which PoolTrackTable keeps every key at or after its hash slot"
             ),
             candidates: valid.len(),
+            scope: None,
         })
     }
 
@@ -381,6 +428,7 @@ mod search {
                 "an array of NumberProcessors ({n}) kernel pointers to tables whose every key equals PoolTrackTable's key in the same slot"
             ),
             candidates: valid.len(),
+            scope: None,
         })
     }
 
@@ -425,6 +473,7 @@ mod search {
             addr: w.addr(if pointer { p } else { s }),
             rule,
             candidates: valid.len(),
+            scope: None,
         })
     }
 
@@ -531,46 +580,73 @@ mod search {
         None
     }
 
+    /// Whether the first page of entries at `p` could be big-page entries: each never used
+    /// (key 0) or a kernel Va, page-aligned but for the free bit (a cheap first look: most
+    /// pointers in nt data lead elsewhere).
+    fn big_head(tr: &mut Translator, k: Kernel, p: u64, n: u64) -> bool {
+        let per_page = (0x1000 / k.layout.big_page.size.max(1)) as u64;
+        big_rows(tr, k, p, n.min(per_page)).is_some_and(|head| {
+            head.iter()
+                .all(|&(va, key)| key == 0 || (kernel_pointer(va & !1) && va & 0xFFE == 0))
+        })
+    }
+
+    /// Tables in `w` that hold their own entry and validate: (pointer index, size index).
+    fn self_registered(tr: &mut Translator, k: Kernel, w: &Window) -> Vec<(usize, usize)> {
+        let mut valid = Vec::new();
+        for i in 0..w.words.len() {
+            let Some(p) = w.get(i).filter(|&p| kernel_pointer(p) && p & 0xFFF == 0) else {
+                continue;
+            };
+            if !big_head(tr, k, p, BIG_MAX_ENTRIES) {
+                continue;
+            }
+            let Some(n) = self_entry(tr, k, p) else {
+                continue;
+            };
+            if !big_rows(tr, k, p, n).is_some_and(|rows| big_pages_valid(&rows, k.layout.big_hash))
+            {
+                continue;
+            }
+            let size_at = (0..w.words.len())
+                .filter(|&j| w.get(j) == Some(n))
+                .min_by_key(|&j| w.addr(j).abs_diff(w.addr(i)));
+            if let Some(j) = size_at {
+                valid.push((i, j));
+            }
+        }
+        valid
+    }
+
     /// PoolBigPageTable(Size). The table registers itself (ExpResizeBigPageTable: an entry with
     /// Va = the table and NumberOfBytes = its size), so the table is a page-aligned kernel
-    /// pointer in the window whose own entry is found from its hash slot and whose live entries
-    /// all validate with the profile's hash ([`big_pages_valid`]); the size variable is the
-    /// window's word equal to its entry count nearest to the pointer. A table without its own
-    /// entry (builds whose code no source shows) falls back to a pointer beside a count.
+    /// pointer in nt data whose own entry is found from its hash slot and whose live entries
+    /// all validate with the profile's hash ([`big_pages_valid`]); the size variable is the word
+    /// equal to its entry count nearest to the pointer. Searched near PoolTrackTable first, then
+    /// in every writable section of nt (the kernel's order of its globals is not known). A
+    /// table without its own entry (builds whose code no source shows) falls back to a pointer
+    /// beside a count near PoolTrackTable.
     fn big_pages(
         tr: &mut Translator,
         name: &str,
         k: Kernel,
         c: &Ctx,
     ) -> std::result::Result<Found, String> {
+        const RULE: &str = "a page-aligned kernel pointer to a table holding its own entry (tag and size, as ExpResizeBigPageTable writes it) whose live entries sit at or after their hash slot; the size is the nearest word equal to its entry count";
         let hash = k.layout.big_hash;
-        let mut valid = Vec::new();
-        for i in 0..c.window.words.len() {
-            let Some(p) = c.window.get(i).filter(|&p| kernel_pointer(p) && p & 0xFFF == 0) else {
-                continue;
-            };
-            let Some(n) = self_entry(tr, k, p) else {
-                continue;
-            };
-            if !big_rows(tr, k, p, n).is_some_and(|rows| big_pages_valid(&rows, hash)) {
-                continue;
-            }
-            let size_at = (0..c.window.words.len())
-                .filter(|&j| c.window.get(j) == Some(n))
-                .min_by_key(|&j| c.window.addr(j).abs_diff(c.window.addr(i)));
-            if let Some(j) = size_at {
-                valid.push((i, j));
-            }
-        }
+        let valid = self_registered(tr, k, &c.window);
         if !valid.is_empty() {
-            return choose(
-                name,
-                &c.window,
-                &valid,
-                "a page-aligned kernel pointer to a table holding its own entry (tag and size, as ExpResizeBigPageTable writes it) whose live entries sit at or after their hash slot; the size is the nearest word equal to its entry count".into(),
-                "big-page table",
-            );
+            return choose(name, &c.window, &valid, RULE.into(), "big-page table");
         }
+        for w in nt_writable(tr, k) {
+            let valid = self_registered(tr, k, &w);
+            if !valid.is_empty() {
+                let mut f = choose(name, &w, &valid, RULE.into(), "big-page table")?;
+                f.scope = Some("a writable section of nt".into());
+                return Ok(f);
+            }
+        }
+        let mut valid = Vec::new();
         let cands = pairs(
             &c.window,
             |p| p & 0xFFF == 0,
@@ -580,11 +656,7 @@ mod search {
             let (Some(p), Some(n)) = (c.window.get(i), c.window.get(j)) else {
                 continue;
             };
-            if big_rows(tr, k, p, n.min(0x1000 / k.layout.big_page.size.max(1) as u64))
-                .is_some_and(|head| {
-                    head.iter()
-                        .all(|&(va, key)| key == 0 || (kernel_pointer(va & !1) && va & 0xFFE == 0))
-                })
+            if big_head(tr, k, p, n)
                 && big_rows(tr, k, p, n).is_some_and(|rows| big_pages_valid(&rows, hash))
             {
                 valid.push((i, j));

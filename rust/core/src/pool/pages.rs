@@ -166,6 +166,7 @@ impl PoolScan {
     }
 }
 
+#[derive(Debug)]
 pub(crate) struct Header {
     pub prev: u64,
     pub size: u64,

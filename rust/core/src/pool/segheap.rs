@@ -116,7 +116,9 @@ impl SegLayout {
             alloc_shift: num(&["vs_chunk_header", "Allocated", "shift"])? as u32,
             lfh_free_count: num(&["lfh_subsegment", "FreeCount"])? as usize,
             lfh_block_count: num(&["lfh_subsegment", "BlockCount"])? as usize,
-            lfh_location: num(&["lfh_subsegment", "Location"]).ok().map(|v| v as usize),
+            lfh_location: num(&["lfh_subsegment", "Location"])
+                .ok()
+                .map(|v| v as usize),
             lfh_witheld: num(&["lfh_subsegment", "WitheldBlockCount"])? as usize,
             lfh_unit_shift: num(&["lfh_subsegment", "CommitUnitShift"])? as usize,
             lfh_unit_count: num(&["lfh_subsegment", "CommitUnitCount"])? as usize,
@@ -296,13 +298,14 @@ fn lfh_header(page: &[u8], s: &SegLayout) -> Option<LfhHeader> {
     if !size.is_power_of_two() || !(PAGE_SIZE..=MAX_LFH_SUBSEGMENT).contains(&size) {
         return None;
     }
-    if s.lfh_location.is_some_and(|at| page.get(at).is_none_or(|&l| l > 2)) {
+    if s.lfh_location
+        .is_some_and(|at| page.get(at).is_none_or(|&l| l > 2))
+    {
         return None;
     }
     let slots = count + witheld;
     let state = s.lfh_bitmap as u64 + 8 * (2 * slots).div_ceil(64);
-    if s
-        .lfh_commit_state
+    if s.lfh_commit_state
         .is_some_and(|at| u16_at(page, at).is_none_or(|v| u64::from(v) != state))
     {
         return None;
@@ -566,7 +569,12 @@ fn walk_vs(
             {
                 return Err("an allocated chunk whose segment page offset is not its page");
             }
-            let at = off + if (cva + 0x20) & 0xFFF == 0 { 0x20 } else { 0x10 };
+            let at = off
+                + if (cva + 0x20) & 0xFFF == 0 {
+                    0x20
+                } else {
+                    0x10
+                };
             let Some(q) = p.bytes(at, 8).and_then(|b| u64_at(b, 0)) else {
                 break;
             };
@@ -880,6 +888,197 @@ mod tests {
         assert!(walk_vs(&p, (0x1000, 1), &s, &l, (KEY, u64::MAX)).is_err());
     }
 
+    /// A VS subsegment of `total` bytes with commit bitmap `commit` (as RtlpHpVsSubsegmentCreate
+    /// and RtlpHpVsChunkSplit write it) and chunks at the given offsets: (offset, units,
+    /// allocated, what sits at the block: None = a pool header of `units - 1` tagged "Test",
+    /// Some(q) = that qword, e.g. a delayed-free SList link). Returns one page slice per page.
+    fn vs_sub(
+        s: &SegLayout,
+        total: u64,
+        commit: u64,
+        chunks: &[(u64, u64, bool, Option<u64>)],
+    ) -> Vec<Vec<u8>> {
+        let mut b = vec![0u8; total as usize];
+        b[..8].copy_from_slice(&(VA ^ (VA + 0x100)).to_le_bytes());
+        b[8..16].copy_from_slice(&(VA ^ (VA + 0x100)).to_le_bytes());
+        b[s.vs_commit..s.vs_commit + 8].copy_from_slice(&commit.to_le_bytes());
+        let size = (total - s.vs_first) / s.vs_unit;
+        let (at, sig_at) = (s.vs_size.offset(), s.vs_signature.offset());
+        b[at..at + 2].copy_from_slice(&(size as u16).to_le_bytes());
+        let full = if commit.count_ones() as u64 == total / 0x1000 {
+            0x8000
+        } else {
+            0
+        };
+        let sig = (size as u16 ^ s.vs_xor) & 0x7FFF | full;
+        b[sig_at..sig_at + 2].copy_from_slice(&sig.to_le_bytes());
+        let mut prev = 0u64;
+        for &(off, units, alloc, what) in chunks {
+            let plain =
+                units << s.size_shift | prev << s.prev_shift | u64::from(alloc) << s.alloc_shift;
+            let at = off as usize;
+            b[at..at + 8].copy_from_slice(&(plain ^ (VA + off) ^ KEY).to_le_bytes());
+            if alloc {
+                b[at + 8] = ((KEY ^ (VA + off) ^ (off >> 12)) & 0xFF) as u8;
+                let shifted = (VA + off + 0x20) & 0xFFF == 0;
+                let h = at + if shifted { 0x20 } else { 0x10 };
+                let hdr = match what {
+                    None => {
+                        let n = units - 1 - u64::from(shifted);
+                        [0, 0, n as u8, 2, b'T', b'e', b's', b't']
+                    }
+                    Some(q) => q.to_le_bytes(),
+                };
+                b[h..h + 8].copy_from_slice(&hdr);
+            }
+            prev = units;
+        }
+        b.chunks(0x1000).map(|p| p.to_vec()).collect()
+    }
+
+    fn pages_of(bufs: &[Vec<u8>], commit: u64) -> Pages<'_> {
+        Pages {
+            va: VA,
+            pages: bufs
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (commit >> i & 1 == 1).then_some(&p[..]))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_256k_subsegment_is_walked_over_its_uncommitted_pages() {
+        // RtlpHpVsSubsegmentCreate: Size = (0x40000 - 0x30) >> 4; only pages 0, 1 and 63
+        // committed, a free chunk over the uncommitted ones, the last chunk on page 63.
+        let (s, l) = (seg(), pool());
+        let total = 0x40000u64;
+        let units = (total - 0x30) / 16;
+        let commit = 0b11 | 1 << 63;
+        let last = 0x3F800u64;
+        let chunks = [
+            (0x30, 0x10, true, None),
+            (0x130, (last - 0x130) / 16, false, None),
+            (last, (total - last) / 16, true, None),
+        ];
+        assert_eq!(chunks.iter().map(|c| c.1).sum::<u64>(), units);
+        let bufs = vs_sub(&s, total, commit, &chunks);
+        assert_eq!(candidate(&bufs[0], &s), Some(Kind::Vs));
+        assert_eq!(vs_extent(&bufs[0], &s), Some((total, commit)));
+        let p = pages_of(&bufs, commit);
+        let found = walk_vs(&p, (total, commit), &s, &l, (KEY, u64::MAX)).unwrap();
+        assert_eq!(
+            found.iter().map(|f| f.0).collect::<Vec<_>>(),
+            [0x40, last + 0x10]
+        );
+        // The bitmap says page 63 is not committed, yet a chunk header is there: rejected.
+        let lie = commit & !(1 << 63);
+        let p = pages_of(&bufs, commit);
+        let why = walk_vs(&p, (total, lie), &s, &l, (KEY, u64::MAX)).unwrap_err();
+        assert_eq!(why, "a chunk header on an uncommitted page");
+        // A bitmap bit past the subsegment's pages is no subsegment at all.
+        let mut bad = bufs[0].clone();
+        bad[s.vs_commit..s.vs_commit + 8].copy_from_slice(&(1u64 << 20 | 1).to_le_bytes());
+        let small = vs_sub(
+            &s,
+            0x10000,
+            1,
+            &[(0x30, (0x10000 - 0x30) / 16, false, None)],
+        );
+        let mut small0 = small[0].clone();
+        small0[s.vs_commit..s.vs_commit + 8].copy_from_slice(&(1u64 << 20 | 1).to_le_bytes());
+        assert_eq!(vs_extent(&small0, &s), None);
+        assert!(vs_extent(&bad, &s).is_some()); // 64 pages: every bit is a page
+    }
+
+    #[test]
+    fn a_fully_committed_subsegment_and_a_block_at_the_page() {
+        // Signature bit 15 (fully committed at creation) does not change the 15-bit check; a
+        // chunk at page - 0x20 has its block at the page (RtlpHpVsContextAllocateInternal).
+        let (s, l) = (seg(), pool());
+        let total = 0x10000u64;
+        let commit = u64::MAX >> 48;
+        let rest = (total - 0x1030) / 16;
+        let chunks = [
+            (0x30, 0xFB, true, None),
+            (0xFE0, 0x12, true, None),
+            (0x1100, (total - 0x1100) / 16, false, None),
+        ];
+        assert_eq!(0xFB + 0x12 + (total - 0x1100) / 16, rest + 0x100);
+        let bufs = vs_sub(&s, total, commit, &chunks);
+        assert_eq!(
+            u16_at(&bufs[0], s.vs_signature.offset()).unwrap() & 0x8000,
+            0x8000
+        );
+        assert_eq!(candidate(&bufs[0], &s), Some(Kind::Vs));
+        let p = pages_of(&bufs, commit);
+        let found = walk_vs(&p, (total, commit), &s, &l, (KEY, u64::MAX)).unwrap();
+        assert_eq!(
+            found.iter().map(|f| f.0).collect::<Vec<_>>(),
+            [0x40, 0x1000]
+        );
+    }
+
+    #[test]
+    fn a_delayed_free_block_is_skipped_and_garbage_rejected() {
+        // RtlpHpVsContextFree: a freed block stays Allocated with an SList link over its
+        // POOL_HEADER (0 at the list's end, else the next block's kernel address).
+        let (s, l) = (seg(), pool());
+        let total = 0x10000u64;
+        let tail = (total - 0x130) / 16;
+        for (link, ok) in [
+            (0u64, true),
+            (0xFFFF_A080_1234_5670, true),
+            (0x0102_0304_0506_0708, false),
+        ] {
+            let chunks = [
+                (0x30, 0x8, true, None),
+                (0xB0, 0x8, true, Some(link)),
+                (0x130, tail, false, None),
+            ];
+            let bufs = vs_sub(&s, total, 1, &chunks);
+            let p = pages_of(&bufs, 1);
+            let got = walk_vs(&p, (total, 1), &s, &l, (KEY, u64::MAX));
+            match ok {
+                true => assert_eq!(got.unwrap().len(), 1),
+                false => assert_eq!(got.unwrap_err(), "an allocated chunk without a pool header"),
+            }
+        }
+    }
+
+    #[test]
+    fn lfh_geometry_is_rtlphplfhsubsegmentinitialize_s() {
+        // (block, subsegment) -> (FirstBlockOffset, BlockCount + withheld): the formulas of
+        // RtlpHpLfhSubsegmentInitialize with 4 KiB commit units.
+        let s = seg();
+        for (block, size, first, slots) in [
+            (0x20u64, 0x1000u64, 0x60u64, 125u64),
+            (0x30, 0x1000, 0x50, 83),
+            (0x100, 0x1000, 0x40, 15),
+            (0x200, 0x2000, 0x200, 15),
+            (0x30, 0x10000, 0x1B0, 1356),
+            (0x80, 0x40000, 0x300, 2042),
+        ] {
+            let h = LfhHeader {
+                size,
+                unit: 0x1000,
+                slots,
+            };
+            let (_, f, n) = lfh_expected(&h, block, s.lfh_bitmap as u64).unwrap();
+            assert_eq!((f, n), (first, slots), "block {block:#x} in {size:#x}");
+        }
+        // 0x30-byte blocks over 16 pages: the 10 that straddle a page are withheld
+        let g = LfhGeometry {
+            size: 0x30,
+            first: 0x1B0,
+            first_raw: 0x1B0,
+            slots: 1356,
+            extent: 0x10000,
+            unit: 0x1000,
+        };
+        assert_eq!((0..1356).filter(|&i| lfh_witheld(&g, i)).count(), 10);
+    }
+
     #[test]
     fn heap_key_is_recovered_from_first_chunks() {
         let (s, l) = (seg(), pool());
@@ -956,7 +1155,9 @@ mod tests {
             pages: vec![Some(&page[..])],
         };
         assert_eq!(
-            walk_vs(&p, (0x1000, 1), &s, &l, (KEY, u64::MAX)).unwrap().len(),
+            walk_vs(&p, (0x1000, 1), &s, &l, (KEY, u64::MAX))
+                .unwrap()
+                .len(),
             1
         );
     }

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 import poolscope
-from dump_util import truth_blocks
+from dump_util import copy_patched, truth_blocks
 from poolscope.forge import load_profile
 from poolscope.forge import paging as pg
 from poolscope.forge.physmem import PhysicalMemory
@@ -245,3 +245,27 @@ def test_pool_headers_as_exallocateheappool_writes_them(forged, scenario):
             if allocated:
                 assert raw[3] == (3 if pool == "paged" else 2), (hex(va), pool)
     assert sum(1 for b in blocks if b[1] % 0x1000 == 0) >= 3
+
+
+@pytest.mark.parametrize("scenario", ["win10-19045", "win11-22631", "win11-26100"])
+def test_big_page_table_is_found_wherever_nt_keeps_its_variables(forged, scenario, tmp_path):
+    """Without symbols the big-page table is found by what the kernel writes into it (its own
+    entry, every live entry at its hash slot), not by where its variables sit: moved 512 KiB
+    away from PoolTrackTable (outside the window searched first), it is found in nt's writable
+    data and read whole."""
+    src, truth = forged(scenario)
+    t = truth.to_dict()
+    g = t["pool"]["globals"]
+    table, size = t["pool"]["bigpool"]["va"], t["pool"]["bigpool"]["entries"]
+    far = g["PoolTrackTable"] + 0x80000
+    path = copy_patched(
+        src, tmp_path, truth,
+        [(g["PoolBigPageTable"], bytes(8)), (g["PoolBigPageTableSize"], bytes(8)),
+         (far, table.to_bytes(8, "little") + size.to_bytes(8, "little"))],
+    )  # fmt: skip
+    rep = poolscope.scan(path).to_dict()
+    assert "a writable section of nt" in rep["sources"]["PoolBigPageTable"]
+    assert "holding its own entry" in rep["sources"]["PoolBigPageTableSize"]
+    rows = sorted((r["va"], r["tag"], r["bytes"], r["free"]) for r in rep["bigpool"])
+    want = t["pool"]["bigpool"]["rows"]
+    assert rows == sorted((hex(r["va"]), r["tag"], r["bytes"], r["free"]) for r in want)

@@ -32,8 +32,9 @@ def expected_poolused(truth):
     return {t: v for t, v in acc.items() if v["nonpaged_bytes"] or v["paged_bytes"]}
 
 
-BUILDS = ["win7sp1", "win10-19045", "win11-26100"]
-"""Every pool test runs on Windows 7 SP1 (legacy pool), 10 22H2 and 11 24H2 (segment heap)."""
+BUILDS = ["win7sp1", "win10-19045", "win11-22631", "win11-26100"]
+"""Every pool test runs on Windows 7 SP1 (legacy pool), 10 22H2, 11 23H2 and 11 24H2 (segment
+heap, written as the 22631 kernel writes it)."""
 
 
 @pytest.fixture(scope="module", params=BUILDS)
@@ -50,7 +51,7 @@ def leak(forged, request):
     return path, truth.to_dict()
 
 
-PER_CPU = ["win10-19045", "win11-26100"]
+PER_CPU = ["win10-19045", "win11-22631", "win11-26100"]
 """Builds whose tagging database is PoolTrackTable + ExPoolTagTables + the expansion table."""
 TRACKER_CASES = [
     ("win7sp1", None),

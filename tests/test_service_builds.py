@@ -11,7 +11,9 @@ from poolscope.service.client import state_name
 from service_util import comparable, running_server
 
 
-@pytest.mark.parametrize("scenario", ["win7sp1-leak", "win10-19045-leak", "win11-26100-leak"])
+@pytest.mark.parametrize(
+    "scenario", ["win7sp1-leak", "win10-19045-leak", "win11-22631-leak", "win11-26100-leak"]
+)
 def test_leak_report_through_the_service(tmp_path, forged, scenario):
     path, truth = forged(scenario)
     direct = poolscope.scan(path).to_dict()

@@ -1092,7 +1092,7 @@ BUILTINS["win7sp1-leak"] = dict(
 """The NTDebugging "Troubleshooting Pool Leaks" case: myfault.sys leaks 601 nonpaged
 big-pool allocations of 1,024,000 bytes (615,424,000 bytes) under tag "Leak"; nonpaged pool
 usage 152178 of a 152651-page maximum."""
-for _base in ("win10-19045", "win11-26100"):
+for _base in ("win10-19045", "win11-22631", "win11-26100"):
     BUILTINS[f"{_base}-leak"] = dict(
         BUILTINS["win7sp1-leak"],
         name=f"{_base}-leak",
@@ -1103,8 +1103,8 @@ for _base in ("win10-19045", "win11-26100"):
         seed=BUILTINS[_base]["seed"] + 1,
         pool=dict(BUILTINS["win7sp1-leak"]["pool"], tags=WIN10_BACKGROUND_POOL["tags"]),
     )
-"""The same leak on Windows 10 22H2 and Windows 11 24H2 (segment-heap small pool, per-CPU
-tag tables; on 26100 the big-page entries are 0x20 bytes)."""
+"""The same leak on Windows 10 22H2, Windows 11 23H2 and 24H2 (segment-heap small pool, per-CPU
+tag tables; on Windows 11 the big-page entries are 0x20 bytes)."""
 
 
 VERIFIER_DEMO: dict[str, Any] = {

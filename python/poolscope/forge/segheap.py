@@ -292,9 +292,6 @@ class _VsSubsegment:
     commit: int
     chunks: dict[int, _Chunk] = field(default_factory=dict)
 
-    def end(self) -> int:
-        return 0x30 + 16 * self.units
-
 
 class _VsContext:
     """One heap's _HEAP_VS_CONTEXT (Config.PageAlignLargeAllocs = 1: ExInitializePoolHeap
@@ -343,6 +340,17 @@ class _VsContext:
 
     def _take(self, s: _VsSubsegment, c: _Chunk) -> None:
         self.free.pop((id(s), c.off), None)
+
+    def _absorb_free_next(self, s: _VsSubsegment, c: _Chunk) -> None:
+        """Merge the free chunk after ``c`` into it, then (PageAlignLargeAllocs) the one after
+        that (RtlpHpVsChunkSplit's remainder loop, RtlpHpVsChunkCoalesce)."""
+        for _ in range(2):
+            nxt = s.chunks.get(c.off + 16 * c.units)
+            if nxt is None or nxt.allocated:
+                break
+            self._take(s, nxt)
+            del s.chunks[nxt.off]
+            c.units += nxt.units
 
     def rtlp_hp_vs_chunk_align_split(self, s: _VsSubsegment, c: _Chunk) -> _Chunk | None:
         """RtlpHpVsChunkAlignSplit.c: a free chunk that crosses a page is split at the page
@@ -438,13 +446,7 @@ class _VsContext:
             r = _Chunk(c.off + 16 * units, rest, units, True)
             s.chunks[r.off] = r
             self._set_prev_of_next(s, r)
-            for _ in range(2):  # the next chunk, then (PageAlignLargeAllocs) the one after
-                nxt = s.chunks.get(r.off + 16 * r.units)
-                if nxt is None or nxt.allocated:
-                    break
-                self._take(s, nxt)
-                del s.chunks[nxt.off]
-                r.units += nxt.units
+            self._absorb_free_next(s, r)
             self._set_prev_of_next(s, r)
             second = None
             if (s.rng.va + r.off + 0x20) & 0xFFF:
@@ -508,13 +510,7 @@ class _VsContext:
             del s.chunks[c.off]
             prev.units += c.units
             c = prev
-        for _ in range(2):
-            nxt = s.chunks.get(c.off + 16 * c.units)
-            if nxt is None or nxt.allocated:
-                break
-            self._take(s, nxt)
-            del s.chunks[nxt.off]
-            c.units += nxt.units
+        self._absorb_free_next(s, c)
         if c.units == s.units:
             self._take(s, c)
             self.subsegments.remove(s)
@@ -704,14 +700,14 @@ class SegmentHeapPoolBuilder(PoolBuilder):
         lay = self.lay
         lfh = self.lfh[pool]
         seen = self.requests[(pool, request)] = self.requests.get((pool, request), 0) + 1
-        if request <= LFH_MAX_BLOCK - 0x10 and seen > LFH_ACTIVATION:
+        in_lfh = request <= LFH_MAX_BLOCK - 0x10 and seen > LFH_ACTIVATION
+        if in_lfh:
             sub, slot = lfh.rtlp_hp_lfh_slot_allocate(request)
             rng, off = sub.rng, sub.geo.first + slot * sub.geo.block
 
             def free() -> None:
                 lfh.rtlp_hp_lfh_subsegment_free_block(sub, slot)
 
-            keep_stale = True
         else:
             vs = self.vs[pool]
             s, c, off = vs.rtlp_hp_vs_context_allocate_internal(request)
@@ -720,7 +716,6 @@ class SegmentHeapPoolBuilder(PoolBuilder):
             def free() -> None:
                 vs.rtlp_hp_vs_context_free(s, c, off)
 
-            keep_stale = False
         h = bytearray(rng.read(off, lay.header_size))
         hd = lay.header
         h[hd["PreviousSize"]] = 0
@@ -735,8 +730,8 @@ class SegmentHeapPoolBuilder(PoolBuilder):
         else:
             rng.write(off + lay.header_size, bytes(body))
         blk = Block(rng.pa(off), rng.va + off, tag, request >> 4, 0, pool, True, internal)
-        if keep_stale:
-            sub.blocks[slot] = blk
+        if in_lfh:
+            sub.blocks[slot] = blk  # a freed LFH block keeps its header: listed as free
         else:
             c.block = blk
         return _Live(blk, free)
@@ -763,24 +758,22 @@ class SegmentHeapPoolBuilder(PoolBuilder):
         for live in pending:
             live.free()
         pending.clear()
-        for s in self.vs[pool].subsegments:
+        heap = self.heap_pages
+        vs = self.vs[pool].subsegments
+        for s in vs:
             blocks = [c.block for c in s.chunks.values() if c.block is not None and c.allocated]
             self._list_pages(pool, s.rng, blocks)
-        for bucket in self.lfh[pool].buckets.values():
-            for sub in bucket.subsegments:
-                self._list_pages(pool, sub.rng, list(sub.blocks.values()))
-                self.subsegments["lfh"] += 1
-        self.subsegments["vs"] += len(self.vs[pool].subsegments)
-        heap = self.heap_pages
-        for s in self.vs[pool].subsegments:
             heap["vs_reserved"] += s.size // PAGE_SIZE
             heap["vs_committed"] += len(s.rng.pfns)
             heap["vs_delayed_frees"] += sum(c.delayed for c in s.chunks.values())
-        for bucket in self.lfh[pool].buckets.values():
-            for sub in bucket.subsegments:
-                heap["lfh_reserved"] += sub.geo.size // PAGE_SIZE
-                heap["lfh_committed"] += len(sub.rng.pfns)
-                heap["lfh_witheld"] += len(sub.geo.witheld)
+        lfh = [sub for bucket in self.lfh[pool].buckets.values() for sub in bucket.subsegments]
+        for sub in lfh:
+            self._list_pages(pool, sub.rng, list(sub.blocks.values()))
+            heap["lfh_reserved"] += sub.geo.size // PAGE_SIZE
+            heap["lfh_committed"] += len(sub.rng.pfns)
+            heap["lfh_witheld"] += len(sub.geo.witheld)
+        self.subsegments["vs"] += len(vs)
+        self.subsegments["lfh"] += len(lfh)
 
     def _list_pages(self, pool: str, rng: _Range, blocks: list[Block]) -> None:
         pages = {i: PoolPage(pool, pfn, rng.va + i * PAGE_SIZE) for i, pfn in rng.pfns.items()}

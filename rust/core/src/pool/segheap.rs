@@ -243,23 +243,24 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 }
 
 /// What a page's first bytes say: the first page of a VS or an LFH subsegment, or not. Only
-/// plain fields are checked here (the encoded ones need the page's VA and the keys).
+/// plain fields are checked here (the encoded ones need the page's VA and the keys). The list
+/// links decide first, as cheaply as the legacy scan's first header: an LFH subsegment's are
+/// kernel pointers, a VS subsegment's are XORed with its own VA (RtlpHpVsContextAddSubsegment),
+/// so both fall below 2^47.
 #[inline]
 fn candidate(page: &[u8], s: &SegLayout) -> Option<Kind> {
     let (q0, q1) = (u64_at(page, 0)?, u64_at(page, 8)?);
-    if q0 == 0 || q1 == 0 {
-        return None;
+    match (q0 >> 47, q1 >> 47) {
+        (0, 0) if q0 != 0 && q1 != 0 => {
+            let size = s.vs_size.read(page);
+            let sig = s.vs_signature.read(page);
+            let signed =
+                size != 0 && (sig ^ size ^ u64::from(s.vs_xor)) & s.vs_signature.mask() == 0;
+            (signed && vs_extent(page, s).is_some()).then_some(Kind::Vs)
+        }
+        (0x1_FFFF, 0x1_FFFF) => lfh_header(page, s).map(|_| Kind::Lfh),
+        _ => None,
     }
-    let size = s.vs_size.read(page);
-    let sig = s.vs_signature.read(page);
-    if size != 0 && (sig ^ size ^ u64::from(s.vs_xor)) & s.vs_signature.mask() == 0 {
-        return vs_extent(page, s).map(|_| Kind::Vs);
-    }
-    // LFH: plain kernel list links and a header whose counts fit its own geometry.
-    if !kernel_ptr(q0) || !kernel_ptr(q1) {
-        return None;
-    }
-    lfh_header(page, s).map(|_| Kind::Lfh)
 }
 
 /// A VS subsegment's bytes (Size * 16 + 0x30: RtlpHpVsSubsegmentCreate) and its commit

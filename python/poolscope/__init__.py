@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from poolscope._native import (
     Bugcheck,
     DumpFormatError,
+    DumpIOError,
     Header,
     Kdbg,
     LimitExceeded,
@@ -30,6 +32,7 @@ __all__ = [
     "Bugcheck",
     "Dump",
     "DumpFormatError",
+    "DumpIOError",
     "Header",
     "Kdbg",
     "LimitExceeded",
@@ -51,6 +54,22 @@ __version__ = "0.1.0"
 DEFAULT_MAX_DECOMPRESSED = 64 << 30
 
 
+def _read_regular(path: str | os.PathLike[str], what: str) -> bytes:
+    """The bytes of a regular file; anything else (FIFO, device, directory) or an OS error is a
+    ``DumpIOError`` naming the path, raised without blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise DumpIOError(e.errno, f"cannot open {what} {os.fspath(path)}: {e.strerror}") from e
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DumpIOError(f"cannot open {what} {os.fspath(path)}: not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
 def open(  # noqa: A001 - mirrors builtins.open on purpose: poolscope.open(path)
     path: str | os.PathLike[str],
     *,
@@ -68,13 +87,13 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: poolscope.open(path)
     """
     symbols_json = None
     if symbols is not None:
-        raw = Path(symbols).read_bytes()
+        raw = _read_regular(symbols, "symbol table")
         symbols_json = (lzma.decompress(raw) if raw[:6] == b"\xfd7zXZ\x00" else raw).decode()
     profile_json = None
     if isinstance(profile, dict):
         profile_json = json.dumps(profile)
     elif profile is not None:
-        profile_json = Path(profile).read_text()
+        profile_json = _read_regular(profile, "profile").decode()
     return Dump(
         os.fspath(path),
         max_decompressed=max_decompressed,

@@ -24,6 +24,21 @@ pub struct Kernel<'a> {
     pub layout: &'a PoolLayout,
     /// The dump header's NumberProcessors: how many nt!ExPoolTagTables slots are read.
     pub processors: u32,
+    /// PoolTrackTable's entry count once validated against the table (the searches for the
+    /// per-processor and expansion tables use it rather than looking the variable up again).
+    pub tracker_entries: Option<u64>,
+}
+
+/// PoolTrackTableSize: the validated count when known, else the variable's value.
+pub(crate) fn tracker_entries(
+    tr: &mut Translator,
+    k: Kernel,
+    sources: &mut Sources,
+) -> Result<u64> {
+    match k.tracker_entries {
+        Some(n) => Ok(n),
+        None => value_of(tr, "PoolTrackTableSize", k, sources),
+    }
 }
 
 /// The address of variable `name`: from the symbol table when given, else KDBG's field, else
@@ -375,7 +390,7 @@ mod search {
             return Err(format!("NumberProcessors {n} is not plausible"));
         }
         let mut scratch = Sources::new();
-        let size = value_of(tr, "PoolTrackTableSize", k, &mut scratch)
+        let size = tracker_entries(tr, k, &mut scratch)
             .map_err(|e| format!("ExPoolTagTables cannot be validated without the size: {e}"))?;
         let global = tracker_keys(tr, k, c.table, size)
             .ok_or("PoolTrackTable is not readable with PoolTrackTableSize entries")?;
@@ -488,7 +503,7 @@ mod search {
         c: &Ctx,
     ) -> std::result::Result<Found, String> {
         let mut scratch = Sources::new();
-        let size = value_of(tr, "PoolTrackTableSize", k, &mut scratch)
+        let size = tracker_entries(tr, k, &mut scratch)
             .map_err(|e| format!("the expansion table is validated against PoolTrackTable: {e}"))?;
         let global: BTreeSet<u32> = tracker_keys(tr, k, c.table, size)
             .ok_or("PoolTrackTable is not readable with PoolTrackTableSize entries")?

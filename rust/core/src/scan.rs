@@ -457,7 +457,10 @@ pub fn poolused(dump: &Dump, sort: SortBy, top: Option<usize>) -> Result<(Vec<Ta
     let mut sources = Sources::new();
     let layout = pool_layout(dump, &mut sources)?;
     let kernel = kernel_of(dump, need_kdbg(dump)?, &layout);
-    let t = TrackerTable::read(&mut dump.space().translator(), kernel, &mut sources)?;
+    let mut tr = dump.space().translator();
+    // The table's own big-pool allocation bounds its size (when the table can be read).
+    let big = BigPool::read(&mut tr, kernel, &mut Sources::new()).ok();
+    let t = TrackerTable::read_with(&mut tr, kernel, big.as_ref(), &mut sources)?;
     Ok((t.poolused(sort, top), sources))
 }
 

@@ -299,7 +299,7 @@ fn check_size(
     n: u64,
     holder: Option<u64>,
 ) -> std::result::Result<(), String> {
-    if n < 17 || n > MAX_ENTRIES + 1 || !(n - 1).is_power_of_two() {
+    if !(17..=MAX_ENTRIES + 1).contains(&n) || !(n - 1).is_power_of_two() {
         return Err(format!(
             "{n} entries is not 2^k+1 between 17 and 0x{:x} (the kernel's sizes are)",
             MAX_ENTRIES + 1
@@ -379,7 +379,6 @@ fn validated_size(
                     let fit = holder.map_or(String::new(), |b| {
                         format!(" and fits its big-pool allocation of {b} bytes")
                     });
-                    let _ = how;
                     sources.insert(
                         "tracker_check".into(),
                         format!("PoolTrackTableSize {n}: the table's keys sit at their hash slots with {n} entries{fit}"),

@@ -105,8 +105,10 @@ def test_corrupt_tracker_size_gives_no_junk_rows_in_bounded_time(forged, tmp_pat
     # 1025 -> 8192 is a 2-byte change; 2049 has the kernel's 2^k+1 form; 0x400001 is huge
     path = patched(src, tmp_path / "bad-size.dmp", truth, [(g["PoolTrackTableSize"],
                                                            struct.pack("<Q", size))])  # fmt: skip
-    full, base = scan(src)
-    doc, took = scan(path)
+    # both files the same way (sparse copies), best of two: the time is the reader's, not I/O
+    same = sparse_copy(src, tmp_path / "same.dmp")
+    full, base = min((scan(same) for _ in range(2)), key=lambda r: r[1])
+    doc, took = min((scan(path) for _ in range(2)), key=lambda r: r[1])
     assert doc["poolused"] == full["poolused"], "junk rows"
     assert len(doc["findings"]) == len(full["findings"])
     how = doc["sources"]["PoolTrackTableSize"]
@@ -115,7 +117,24 @@ def test_corrupt_tracker_size_gives_no_junk_rows_in_bounded_time(forged, tmp_pat
         assert f"the value {size}" in how and "refused" in how
     else:  # the search near the table tries 2^k+1 values and finds none that validates
         assert "no 2^k+1 value near PoolTrackTable sizes its table" in how
-    assert took < 3 * base + 1.0, (took, base)
+    assert took < 3 * base + 0.5, (took, base)
+    assert_names_leak_and_driver(doc, "poolused")
+
+
+@pytest.mark.parametrize("scenario", LEAKS)
+def test_corrupt_big_page_table_size_is_refused_and_recovered(forged, tmp_path, scenario):
+    src, truth = forged(scenario)
+    var = truth.to_dict()["pool"]["globals"]["PoolBigPageTableSize"]
+    path = patched(src, tmp_path / "bad-big.dmp", truth, [(var, struct.pack("<Q", 0x7FFF_FFFF))])
+    doc, _ = scan(path)
+    full, _ = scan(src)
+    assert doc["bigpool"] == full["bigpool"]
+    how = doc["sources"]["PoolBigPageTableSize"]
+    assert "own entry" in how
+    if scenario == "win7sp1-leak":  # the profile's distance finds the value, which is refused
+        assert "2147483647 is not a power of two" in how
+    else:  # the search finds no word equal to the table's entry count
+        assert "PoolBigPageTableSize not found" in how
     assert_names_leak_and_driver(doc, "poolused")
 
 

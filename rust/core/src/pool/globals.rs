@@ -111,6 +111,12 @@ pub fn value_of(tr: &mut Translator, name: &str, k: Kernel, sources: &mut Source
     .map_err(|e| e.context(name))
 }
 
+/// The entry count of the big-page table at `p` from its own entry (ExpResizeBigPageTable
+/// registers the table in itself with its size), found by probing from its hash slot.
+pub(crate) fn big_table_self_size(tr: &mut Translator, k: Kernel, p: u64) -> Option<u64> {
+    search::self_entry(tr, k, p)
+}
+
 /// MemProcFS's bound on PoolBigPageTableSize (as the big-pool reader's).
 const BIG_MAX_ENTRIES: u64 = 0x100_0000;
 /// The most nt data the big-page search reads beyond the window near PoolTrackTable.
@@ -571,7 +577,7 @@ mod search {
     /// The entry count of a big-page table at `p` that holds its own entry, as
     /// ExpResizeBigPageTable writes it (Va = the table, NumberOfBytes = its size in bytes): the
     /// power of two n for which probing from `p`'s hash slot over used entries reaches it.
-    fn self_entry(tr: &mut Translator, k: Kernel, p: u64) -> Option<u64> {
+    pub(super) fn self_entry(tr: &mut Translator, k: Kernel, p: u64) -> Option<u64> {
         let e = &k.layout.big_page;
         let (va_f, bytes_f) = (e.field("Va").ok()?, e.field("NumberOfBytes").ok()?);
         let key_f = e.field("Key").ok()?;
@@ -606,8 +612,15 @@ mod search {
         })
     }
 
-    /// Tables in `w` that hold their own entry and validate: (pointer index, size index).
-    fn self_registered(tr: &mut Translator, k: Kernel, w: &Window) -> Vec<(usize, usize)> {
+    /// Tables in `w` that hold their own entry and validate: (pointer index, size index). When
+    /// no word equals the table's entry count (the size variable lost or corrupt) the pointer
+    /// still counts unless `need_size` (its size index is then its own).
+    fn self_registered(
+        tr: &mut Translator,
+        k: Kernel,
+        w: &Window,
+        need_size: bool,
+    ) -> Vec<(usize, usize)> {
         let mut valid = Vec::new();
         for i in 0..w.words.len() {
             let Some(p) = w.get(i).filter(|&p| kernel_pointer(p) && p & 0xFFF == 0) else {
@@ -626,8 +639,10 @@ mod search {
             let size_at = (0..w.words.len())
                 .filter(|&j| w.get(j) == Some(n))
                 .min_by_key(|&j| w.addr(j).abs_diff(w.addr(i)));
-            if let Some(j) = size_at {
-                valid.push((i, j));
+            match size_at {
+                Some(j) => valid.push((i, j)),
+                None if !need_size => valid.push((i, i)),
+                None => {}
             }
         }
         valid
@@ -649,12 +664,13 @@ mod search {
     ) -> std::result::Result<Found, String> {
         const RULE: &str = "a page-aligned kernel pointer to a table holding its own entry (tag and size, as ExpResizeBigPageTable writes it) whose live entries sit at or after their hash slot; the size is the nearest word equal to its entry count";
         let hash = k.layout.big_hash;
-        let valid = self_registered(tr, k, &c.window);
+        let need_size = name.ends_with("Size");
+        let valid = self_registered(tr, k, &c.window, need_size);
         if !valid.is_empty() {
             return choose(name, &c.window, &valid, RULE.into(), "big-page table");
         }
         for w in nt_writable(tr, k) {
-            let valid = self_registered(tr, k, &w);
+            let valid = self_registered(tr, k, &w, need_size);
             if !valid.is_empty() {
                 let mut f = choose(name, &w, &valid, RULE.into(), "big-page table")?;
                 f.scope = Some("a writable section of nt".into());

@@ -731,6 +731,20 @@ mod tests {
     }
 
     #[test]
+    fn the_allocation_gives_the_largest_2k1_that_fits() {
+        // the kernel's 1025-entry tables in their page-rounded big-pool allocations
+        for esize in [0x28u64, 0x38, 0x50] {
+            let bytes = (1025 * esize).div_ceil(0x1000) * 0x1000;
+            assert_eq!(fits(bytes, esize), Some(1025), "{esize:#x}");
+            assert_eq!(fits(1025 * esize, esize), Some(1025));
+            assert_eq!(fits(1025 * esize - 1, esize), Some(513));
+        }
+        assert_eq!(fits(16 * 0x28, 0x28), None);
+        assert_eq!(fits(0, 0x28), None);
+        assert_eq!(fits(u64::MAX, 0), Some((1 << 63) + 1));
+    }
+
+    #[test]
     fn a_table_listed_twice_is_counted_once() {
         let g = 0xFFFF_FA80_0010_0000;
         let (a, b) = (0xFFFF_FA80_0020_0000, 0xFFFF_FA80_0030_0000);

@@ -271,7 +271,7 @@ def test_directory_and_missing_file_errors_name_the_path(tmp_path):
     assert str(missing) in str(e.value) and isinstance(e.value, FileNotFoundError | OSError)
     with pytest.raises(poolscope.DumpIOError) as e:
         poolscope.open(missing, symbols=tmp_path)
-    assert str(tmp_path) in str(e.value)
+    assert str(tmp_path) in str(e.value) and "not a regular file" in e.value.reason
 
 
 def test_fifo_is_refused_at_once_by_the_cli(fifo):

@@ -57,13 +57,20 @@ DEFAULT_MAX_DECOMPRESSED = 64 << 30
 def _read_regular(path: str | os.PathLike[str], what: str) -> bytes:
     """The bytes of a regular file; anything else (FIFO, device, directory) or an OS error is a
     ``DumpIOError`` naming the path, raised without blocking."""
+
+    def error(reason: str, errno: int | None = None) -> DumpIOError:
+        e = DumpIOError(reason) if errno is None else DumpIOError(errno, reason)
+        e.reason, e.offset, e.address, e.address_space = reason, None, None, None
+        return e
+
+    name = os.fspath(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
-        raise DumpIOError(e.errno, f"cannot open {what} {os.fspath(path)}: {e.strerror}") from e
+        raise error(f"cannot open {what} {name}: {e.strerror}", e.errno) from e
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DumpIOError(f"cannot open {what} {os.fspath(path)}: not a regular file")
+            raise error(f"cannot open {what} {name}: not a regular file")
         with os.fdopen(fd, "rb", closefd=False) as f:
             return f.read()
     finally:

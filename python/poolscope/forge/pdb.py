@@ -227,7 +227,7 @@ def gsi_hash(entries: list[tuple[bytes, int]]) -> bytes:
             continue
         bitmap[i // 32] |= 1 << (i % 32)
         starts.append(count * 12)
-        for name, off in sorted(b):
+        for _name, off in sorted(b):
             records += struct.pack("<II", off + 1, 1)
             count += 1
     tail = struct.pack(f"<{len(bitmap)}I", *bitmap) + struct.pack(f"<{len(starts)}I", *starts)
@@ -327,7 +327,9 @@ def msf(streams: list[bytes]) -> bytes:
             ids.append(len(blocks))
             blocks.append(s[i : i + BLOCK])
         stream_blocks.append(ids)
-    directory = struct.pack("<I", len(streams)) + b"".join(struct.pack("<I", len(s)) for s in streams)
+    directory = struct.pack("<I", len(streams)) + b"".join(
+        struct.pack("<I", len(s)) for s in streams
+    )
     directory += b"".join(struct.pack(f"<{len(ids)}I", *ids) for ids in stream_blocks)
     dir_ids = []
     for i in range(0, len(directory), BLOCK):

@@ -418,3 +418,56 @@ def test_plain_directory_flat_pdb_is_checked(build, tmp_path):
     shutil.copy(pdb, d / "ntkrnlmp.pdb")
     with poolscope.open(path, symbol_path=f"{tmp_path / 'nothing'};{d}") as dump:
         assert dump.symbols_source == f"pdb ntkrnlmp.pdb {store_id(t)}"
+
+
+# ------------------------------------------------------------------ service and batch
+def test_service_uses_the_symbol_path(build, store, tmp_path):
+    """``serve --symbol-path srv*URL``: the PDB lands in DATA_DIR/symbols (shared), the pool
+    dump's report names it and equals the ISF scan; the verifier dump, whose PDB the server
+    does not have, is scanned on its profile and its report says so."""
+    from service_util import running_server
+
+    (path, t, isf, _), (vpath, vt, _, _) = build
+    server, _ = store
+    want = poolscope.scan(path, symbols=isf).to_dict()
+    with running_server(tmp_path / "data", symbol_path=f"srv*{server.url}") as srv:
+        job = srv.client.wait(srv.client.upload(path).job.id, timeout=120)
+        _, report = srv.client.report(job.id)
+        vjob = srv.client.wait(srv.client.upload(vpath).job.id, timeout=120)
+        _, vreport = srv.client.report(vjob.id)
+    s = report["dump"]["symbols"]
+    assert s["used"] == f"pdb ntkrnlmp.pdb {store_id(t)}" and s["lookup_problem"] is None
+    assert s["file"] == str(
+        (tmp_path / "data").resolve() / "symbols" / "ntkrnlmp.pdb" / store_id(t) / "ntkrnlmp.pdb"
+    )
+    for key in ("poolused", "bigpool", "pool_scan"):
+        assert report[key] == want[key], key
+    vs = vreport["dump"]["symbols"]
+    assert vs["used"] is None and "HTTP 404" in vs["lookup_problem"]
+    assert store_id(vt) in vs["lookup_problem"]
+    assert vreport["bigpool"]  # scanned on the profile
+    assert server.hits == {
+        f"/ntkrnlmp.pdb/{store_id(t)}/ntkrnlmp.pdb": 1,
+        f"/ntkrnlmp.pdb/{store_id(vt)}/ntkrnlmp.pdb": 1,
+    }
+
+
+def test_batch_scan_processes_download_once(build, store, tmp_path):
+    """``batch --symbol-path`` over three copies of one dump, two scan processes at once: one
+    download (the per-GUID lock holds across processes), every line names the PDB."""
+    (path, t, _, _), _ = build
+    server, _ = store
+    server.mode = "delay"
+    root = tmp_path / "dumps"
+    root.mkdir()
+    for i in range(3):
+        shutil.copy(path, root / f"copy{i}.dmp")
+    sp = f"srv*{tmp_path / 'cache'}*{server.url}"
+    r = subprocess.run([sys.executable, "-m", "poolscope.cli", "batch", str(root), "--workers",
+                        "2", "--symbol-path", sp], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        assert line["report"]["dump"]["symbols"]["used"] == f"pdb ntkrnlmp.pdb {store_id(t)}"
+    assert server.total() == 1

@@ -315,6 +315,21 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- serve
 
 
+def _symbol_path(args: argparse.Namespace) -> str | None:
+    """--symbol-path, else the environment's _NT_SYMBOL_PATH (WinDbg's variable)."""
+    return args.symbol_path if args.symbol_path is not None else os.environ.get("_NT_SYMBOL_PATH")
+
+
+def _symbol_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--symbol-path",
+        help="WinDbg symbol path (srv*CACHE*URL;...) for the kernels' PDBs, found by GUID and "
+        "age (default: $_NT_SYMBOL_PATH); a dump whose PDB cannot be had is scanned on its "
+        "profile and its report says why",
+    )
+    p.add_argument("--symbol-timeout", type=float, default=30.0, help="seconds per PDB download")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the scan service until SIGINT/SIGTERM."""
     from poolscope.service.server import PoolscopeServer, ServerConfig
@@ -343,6 +358,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keep_dumps=args.keep_dumps,
         fsync=not args.no_fsync,
         threads=args.rpc_threads,
+        symbol_path=_symbol_path(args),
+        symbol_timeout_s=args.symbol_timeout,
     )
     server = PoolscopeServer(config)
     port = server.start()
@@ -409,6 +426,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 host_from=args.host_from,
                 max_decompressed=args.max_decompressed,
                 scratch_dir=args.scratch_dir,
+                symbol_path=_symbol_path(args),
+                symbol_timeout=args.symbol_timeout,
                 top=args.top,
                 on_progress=on_progress,
             )
@@ -434,6 +453,7 @@ def add_commands(sub: Any) -> None:
     import poolscope
 
     p = sub.add_parser("serve", help="run the gRPC scan service")
+    _symbol_args(p)
     p.add_argument("--address", default=DEFAULT_SERVER, help="HOST:PORT (default %(default)s)")
     p.add_argument("--data-dir", default="poolscope-data", help="jobs, reports and the spool")
     p.add_argument("--workers", type=int, help="scans at once (default: cores)")
@@ -538,6 +558,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser(
         "batch", help="scan directories and archives of dumps in parallel (locally or on Dask)"
     )
+    _symbol_args(p)
     p.add_argument(
         "paths", nargs="+", metavar="PATH", help="directories, .tar, .tar.zst, .zip, .dmp, .dmp.zst"
     )

@@ -94,6 +94,10 @@ class ServerConfig:
     threads: int = 64
     fsync: bool = True
     max_attempts: int = 3
+    symbol_path: str | None = None
+    """WinDbg symbol path for the kernels' PDBs (``srv*URL`` elements download into
+    ``DATA_DIR/symbols``, shared by every job; one download per GUID across scan processes)."""
+    symbol_timeout_s: float = 30.0
 
 
 # ---------------------------------------------------------------------------------- messages
@@ -663,6 +667,17 @@ class ScanServicer(pb_grpc.ScanServiceServicer):
 # ---------------------------------------------------------------------------------- server
 
 
+def scan_options(config: ServerConfig) -> dict[str, Any]:
+    """Options every job's ``poolscope.scan`` gets: the decompression limit and the symbol
+    path, whose default cache is the data dir's ``symbols/`` (a ``cache*`` element first)."""
+    out: dict[str, Any] = {"max_decompressed": config.max_upload_bytes}
+    if config.symbol_path:
+        cache = Path(config.data_dir).resolve() / "symbols"
+        out["symbol_path"] = f"cache*{cache};{config.symbol_path}"
+        out["symbol_timeout"] = config.symbol_timeout_s
+    return out
+
+
 class PoolscopeServer:
     def __init__(self, config: ServerConfig, executor: Executor | None = None) -> None:
         self.config = config
@@ -678,7 +693,7 @@ class PoolscopeServer:
             default_timeout_s=config.job_timeout_s,
             max_attempts=config.max_attempts,
             keep_dumps=config.keep_dumps,
-            scan_options={"max_decompressed": config.max_upload_bytes},
+            scan_options=scan_options(config),
         )
         interceptors = [TokenAuthInterceptor(config.token)] if config.token else []
         self.server = grpc.server(

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use crate::container::{Container, DumpType, Header, OpenOptions, Run};
-use crate::error::Result;
 use crate::error::Error;
+use crate::error::Result;
 use crate::kernel::codeview::{self, CodeView};
 use crate::kernel::pdb::Pdb;
 use crate::kernel::{Kdbg, Modules, Profile, Symbols};

@@ -206,6 +206,9 @@ impl Translation {
     }
 }
 
+/// (PDB name, GUID, age, store id, how it was found).
+type CodeViewTuple = (String, String, u32, String, String);
+
 /// An open dump. Methods release the GIL; `close()` (or leaving a `with` block) unmaps it.
 #[pyclass(subclass, module = "poolscope._native")]
 struct Dump {
@@ -413,7 +416,7 @@ impl Dump {
 
     /// The kernel's PDB from nt's RSDS record: (name, GUID, age, store id, how found), or None.
     #[getter]
-    fn codeview(&self) -> PyResult<Option<(String, String, u32, String, String)>> {
+    fn codeview(&self) -> PyResult<Option<CodeViewTuple>> {
         let d = self.get()?;
         Ok(d.codeview.as_ref().ok().map(|c| {
             (
@@ -1026,7 +1029,11 @@ fn read_pdb(py: Python<'_>, data: &[u8], file: String) -> PyResult<Py<PyDict>> {
 /// id). What a symbol store lookup checks before it caches or uses a file.
 #[pyfunction]
 #[pyo3(signature = (data, file="(PDB)".to_string()))]
-fn pdb_identity(py: Python<'_>, data: &[u8], file: String) -> PyResult<(String, String, u32, String)> {
+fn pdb_identity(
+    py: Python<'_>,
+    data: &[u8],
+    file: String,
+) -> PyResult<(String, String, u32, String)> {
     let id = py
         .detach(|| poolscope_core::kernel::pdb::identify(data, &file))
         .map_err(|e| to_py(py, e))?;

@@ -27,15 +27,20 @@ pub struct CodeView {
 pub fn read(space: &AddressSpace<'_>, base: u64) -> Result<CodeView, String> {
     let mut t = space.translator();
     let rd = |t: &mut crate::memory::Translator<'_>, va: u64, n: usize, what: &str| {
-        t.read_vec(va, n).map_err(|e| format!("{what} at 0x{va:x}: {e}"))
+        t.read_vec(va, n)
+            .map_err(|e| format!("{what} at 0x{va:x}: {e}"))
     };
     let dos = rd(&mut t, base, 0x40, "nt's image header (MZ)")?;
     if &dos[..2] != b"MZ" {
         return Err(format!("no MZ signature at nt's image base 0x{base:x}"));
     }
-    let lfanew = u64::from(u32::from_le_bytes([dos[0x3C], dos[0x3D], dos[0x3E], dos[0x3F]]));
+    let lfanew = u64::from(u32::from_le_bytes([
+        dos[0x3C], dos[0x3D], dos[0x3E], dos[0x3F],
+    ]));
     if lfanew > 0x1000 {
-        return Err(format!("e_lfanew 0x{lfanew:x} of nt's image is implausible"));
+        return Err(format!(
+            "e_lfanew 0x{lfanew:x} of nt's image is implausible"
+        ));
     }
     let nt = base + lfanew;
     let hdr = rd(&mut t, nt, 24 + 0x70 + 16 * 8, "nt's PE header")?;
@@ -71,7 +76,9 @@ pub fn read(space: &AddressSpace<'_>, base: u64) -> Result<CodeView, String> {
         let rec = rd(&mut t, va, len.min(MAX_RSDS), "nt's CodeView record")?;
         if &rec[..4] != b"RSDS" {
             let sig = String::from_utf8_lossy(&rec[..4]).into_owned();
-            return Err(format!("nt's CodeView record at 0x{va:x} is {sig:?}, not RSDS"));
+            return Err(format!(
+                "nt's CodeView record at 0x{va:x} is {sig:?}, not RSDS"
+            ));
         }
         let guid: [u8; 16] = rec[4..20].try_into().unwrap_or_default();
         let age = u32::from_le_bytes(rec[20..24].try_into().unwrap_or_default());

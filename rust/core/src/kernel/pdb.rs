@@ -70,7 +70,13 @@ impl PdbId {
     /// Same GUID and age (names may differ in case or path; the store key is GUID and age).
     pub fn same_build(&self, other: &PdbId) -> bool {
         (self.data1, self.data2, self.data3, self.data4, self.age)
-            == (other.data1, other.data2, other.data3, other.data4, other.age)
+            == (
+                other.data1,
+                other.data2,
+                other.data3,
+                other.data4,
+                other.age,
+            )
     }
 }
 
@@ -98,7 +104,10 @@ pub fn read(data: &[u8], file: &str) -> Result<Pdb> {
     let name = file.to_string();
     match std::panic::catch_unwind(move || read_inner(owned, &name)) {
         Ok(r) => r,
-        Err(_) => Err(bad(file, "malformed (the PDB reader gave up on its structure)")),
+        Err(_) => Err(bad(
+            file,
+            "malformed (the PDB reader gave up on its structure)",
+        )),
     }
 }
 
@@ -107,12 +116,15 @@ pub fn identify(data: &[u8], file: &str) -> Result<PdbId> {
     let owned = data.to_vec();
     let name = file.to_string();
     match std::panic::catch_unwind(move || {
-        let mut pdb =
-            pdb2::PDB::open(Cursor::new(owned)).map_err(|e| bad(&name, format!("not a PDB: {e}")))?;
+        let mut pdb = pdb2::PDB::open(Cursor::new(owned))
+            .map_err(|e| bad(&name, format!("not a PDB: {e}")))?;
         identity(&mut pdb, &name)
     }) {
         Ok(r) => r,
-        Err(_) => Err(bad(file, "malformed (the PDB reader gave up on its structure)")),
+        Err(_) => Err(bad(
+            file,
+            "malformed (the PDB reader gave up on its structure)",
+        )),
     }
 }
 
@@ -201,10 +213,18 @@ fn read_globals(
 enum Shape {
     /// A scalar of this width (base, pointer, enum).
     Scalar(u8),
-    Bitfield { width: u8, position: u8, length: u8 },
+    Bitfield {
+        width: u8,
+        position: u8,
+        length: u8,
+    },
     /// A structure or union (by its definition's name) and its size.
     Named(String, u64),
-    Array { count: u64, element: Option<u8>, bytes: u64 },
+    Array {
+        count: u64,
+        element: Option<u8>,
+        bytes: u64,
+    },
     Unknown,
 }
 
@@ -312,7 +332,7 @@ impl Types<'_, '_> {
                     Shape::Array { bytes, .. } => (bytes, None),
                     _ => (0, None),
                 };
-                let count = if elem_bytes == 0 { 0 } else { bytes / elem_bytes };
+                let count = bytes.checked_div(elem_bytes).unwrap_or(0);
                 Shape::Array {
                     count,
                     element,
@@ -345,8 +365,7 @@ impl Types<'_, '_> {
             if hops > MAX_FIELD_LISTS {
                 break;
             }
-            let Ok(pdb2::TypeData::FieldList(fl)) =
-                self.finder.find(list).and_then(|t| t.parse())
+            let Ok(pdb2::TypeData::FieldList(fl)) = self.finder.find(list).and_then(|t| t.parse())
             else {
                 break;
             };
@@ -416,9 +435,7 @@ fn read_types(
         finder.update(&iter);
         let index = item.index();
         let (props, name, unique, fields, size) = match item.parse() {
-            Ok(pdb2::TypeData::Class(c)) => {
-                (c.properties, c.name, c.unique_name, c.fields, c.size)
-            }
+            Ok(pdb2::TypeData::Class(c)) => (c.properties, c.name, c.unique_name, c.fields, c.size),
             Ok(pdb2::TypeData::Union(u)) => {
                 (u.properties, u.name, u.unique_name, Some(u.fields), u.size)
             }
@@ -470,7 +487,10 @@ mod tests {
         ];
         let id = PdbId::from_raw("ntkrnlmp.pdb", &guid, 0x1A);
         assert_eq!(id.guid(), "12345678-9ABC-DEF0-0102-0304050607AB");
-        assert_eq!(id.store_id(), "123456789ABCDEF0010203040506 07AB1A".replace(' ', ""));
+        assert_eq!(
+            id.store_id(),
+            "123456789ABCDEF0010203040506 07AB1A".replace(' ', "")
+        );
     }
 
     #[test]

@@ -328,6 +328,18 @@ def _invalid(context: grpc.ServicerContext | None, message: str) -> NoReturn:
     _abort(context, grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+async def _settled(fut: Awaitable[None] | None) -> None:
+    """Wait for ``fut`` even while the calling task is being cancelled (a client that
+    cancels its upload still gets its partial file removed before the handler ends)."""
+    if fut is None:
+        return
+    try:
+        await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await asyncio.shield(fut)
+        raise
+
+
 def peer_key(peer: str) -> str:
     """The client's address without its port: ``ipv4:10.0.0.7``, ``ipv6:[::1]``, ``unix:...``."""
     kind, _, rest = peer.partition(":")
@@ -606,7 +618,8 @@ class ScanServicer(pb_grpc.ScanServiceServicer):
 
                     job, deduplicated, rec = await sink.call(complete)
                 finally:
-                    sink.discard()  # on the spool thread: removes what was not settled
+                    # on the spool thread: removes what was not settled, before the answer
+                    await _settled(sink.discard())
         except QueueFull as e:
             await _aabort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(e), e.retry_after_s)
         except UploadRefused as e:

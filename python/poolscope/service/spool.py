@@ -531,12 +531,18 @@ class UploadSink:
         self._pipe.call(fn, done)
         return fut
 
-    def discard(self) -> None:
-        """End the sink (from any thread, without waiting): on its own thread, after what is
-        queued, close the file, remove it unless settled, give back its quota charge."""
+    def discard(self) -> Awaitable[None] | None:
+        """End the sink without blocking: on its own thread, after what is queued, close the
+        file, remove it unless settled, give back its quota charge. Called on the event loop,
+        returns a future that is done when that has happened."""
         if self._discarded:
-            return
+            return None
         self._discarded = True
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        fut: asyncio.Future[None] | None = loop.create_future() if loop is not None else None
 
         def cleanup() -> None:
             self.close_file()
@@ -547,8 +553,22 @@ class UploadSink:
             self.spool._release(self.charged)
             self.charged = 0
 
-        self._pipe.call(cleanup, lambda err, _r: None)
+        def done(_err: BaseException | None, _result: Any) -> None:
+            if loop is None or fut is None:
+                return
+
+            def resolve() -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
+            try:
+                loop.call_soon_threadsafe(resolve)
+            except RuntimeError:
+                pass
+
+        self._pipe.call(cleanup, done)
         self._pipe.stop()
+        return fut
 
     def join(self) -> None:
         """Wait until the sink's thread has ended (tests)."""

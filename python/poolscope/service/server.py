@@ -1007,6 +1007,7 @@ class PoolscopeServer:
         self.path_slots = threading.BoundedSemaphore(max(1, config.threads // 2))
         self.servicer = ScanServicer(self)
         self._store_error: str | None = None
+        self.store_errors = 0  # write failures of the job store seen (disk full, I/O errors)
         self._serving: bool | None = None
         self._threads = ThreadPoolExecutor(
             max_workers=config.threads, thread_name_prefix="poolscope-rpc"
@@ -1081,7 +1082,8 @@ class PoolscopeServer:
     def _store_result(self, e: BaseException | None) -> None:
         if e is None:
             self._store_error = None
-        elif isinstance(e, sqlite3.Error | OSError):
+        else:
+            self.store_errors += 1
             if self._store_error is None:
                 log.warning("the job store cannot be written: %s", e)
             self._store_error = str(e)

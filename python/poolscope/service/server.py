@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ctypes
 import hashlib
 import hmac
 import json
@@ -21,6 +22,7 @@ import logging
 import os
 import sqlite3
 import ssl
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -500,6 +502,8 @@ class ScanServicer(pb_grpc.ScanServiceServicer):
             return await self._upload(context)
         finally:
             self.srv.uploads.leave(peer)
+            if self.srv.uploads.active == 0:
+                self.srv.trim_memory()
 
     async def _read(self, context: grpc.aio.ServicerContext[Any, Any], deadline: float) -> Any:
         """The next message, or an abort when the stream idles or the upload runs too long."""
@@ -939,6 +943,21 @@ class ScanServicer(pb_grpc.ScanServiceServicer):
 # ---------------------------------------------------------------------------------- server
 
 
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_size_t,)
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_malloc_trim = _load_malloc_trim()
+
+
 def _check_tls(cert: str | os.PathLike[str] | None, key: str | os.PathLike[str] | None) -> None:
     """Refuse a TLS configuration that cannot work, before anything listens."""
     if not (cert or key):
@@ -1008,6 +1027,7 @@ class PoolscopeServer:
         self.servicer = ScanServicer(self)
         self._store_error: str | None = None
         self.store_errors = 0  # write failures of the job store seen (disk full, I/O errors)
+        self._trimming = False
         self._serving: bool | None = None
         self._threads = ThreadPoolExecutor(
             max_workers=config.threads, thread_name_prefix="poolscope-rpc"
@@ -1050,6 +1070,10 @@ class PoolscopeServer:
                 ("grpc.max_receive_message_length", cfg.max_message_bytes + (64 << 10)),
                 ("grpc.max_send_message_length", -1),
                 ("grpc.so_reuseport", 0),
+                # No BDP probing: gRPC would grow each stream's receive window to megabytes, and
+                # with 64 concurrent uploads the buffered bytes (then the heap) reached GiBs
+                # (measured, benches/bench_soak.py); our own buffers are bounded instead.
+                ("grpc.http2.bdp_probe", 0),
             ],
         )
         wire.add_servicer(self.servicer, self.server)
@@ -1073,6 +1097,21 @@ class PoolscopeServer:
         if not port:
             raise ConfigError(f"cannot listen on {cfg.address}")
         return int(port)
+
+    def trim_memory(self) -> None:
+        """Give the heap's free memory back to the OS once no upload is in progress (glibc
+        keeps freed chunk buffers of a burst of uploads otherwise)."""
+        if _malloc_trim is None or self._trimming:
+            return
+        self._trimming = True
+
+        def trim() -> None:
+            try:
+                _malloc_trim(0)
+            finally:
+                self._trimming = False
+
+        self._loop.run_in_executor(None, trim)
 
     # ------------------------------------------------------------------ health
     def storage_failed(self, e: BaseException) -> None:

@@ -204,6 +204,26 @@ def test_fifo_device_and_socket_in_the_root_are_refused_at_once(tmp_path, small_
         sock.close()
 
 
+def test_path_jobs_after_a_restart_reopen_safely_and_check_the_content(
+    tmp_path, small_dump, other_dump
+):
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in ("a.dmp", "b.dmp"):
+        shutil.copyfile(small_dump, root / name)
+    shutil.copyfile(other_dump, root / "c.dmp")
+    executor = GatedExecutor(slots=1)  # nothing runs before the restart
+    with running_server(tmp_path / "data", executor=executor, allowed_roots=[root]) as srv:
+        a = srv.client.submit_path(str(root / "a.dmp")).job
+        c = srv.client.submit_path(str(root / "c.dmp")).job
+    (root / "c.dmp").write_bytes(small_dump.read_bytes()[:-4096] + bytes(4096))  # changed
+    with running_server(tmp_path / "data", allowed_roots=[root]) as srv:
+        ja = srv.client.wait(a.id, timeout=60)
+        jc = srv.client.wait(c.id, timeout=60)
+        assert state_name(ja.state) == "succeeded", ja.error
+        assert state_name(jc.state) == "failed" and "changed since it was submitted" in jc.error
+
+
 # ---------------------------------------------------------------------------------- streams
 
 
@@ -475,6 +495,17 @@ def test_serve_fails_closed_on_bad_auth_config(tmp_path):
         "key without cert": ["--tls-key", str(garbage)],
         "bad key": ["--tls-cert", str(cert), "--tls-key", str(garbage)],
     }
+    if shutil.which("openssl"):  # a real certificate with another key than its own
+        for n in ("1", "2"):
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                 "-subj", "/CN=localhost", "-keyout", str(tmp_path / f"key{n}.pem"),
+                 "-out", str(tmp_path / f"cert{n}.pem")],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        cases["key of another certificate"] = [
+            "--tls-cert", str(tmp_path / "cert1.pem"), "--tls-key", str(tmp_path / "key2.pem")
+        ]  # fmt: skip
     env = child_env()
     for what, args in cases.items():
         r = subprocess.run(

@@ -688,7 +688,8 @@ class ScanServicer(pb_grpc.ScanServiceServicer):
             try:
                 job, deduplicated = self.scheduler.submit(rec)
             except BaseException:
-                self.spool.remove(rec.dump_path)  # no job, no file
+                if not sink.replaced:  # no job, no file (unless another job's file)
+                    self.spool.remove(rec.dump_path)
                 raise
         assert job is not None
         return job, deduplicated, rec

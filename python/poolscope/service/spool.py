@@ -326,6 +326,7 @@ class Spool:
         """Move a finished upload to ``<sha256>.dmp`` (replacing an identical file)."""
         dst = self.path_for(sink.sha256)
         old = disk_usage(dst)
+        sink.replaced = dst.exists()
         try:
             if self.fsync and not sink._file.closed:
                 os.fsync(sink._file.fileno())
@@ -465,6 +466,7 @@ class UploadSink:
         self._mine = ByteBudget(PER_UPLOAD_BUFFER)
         self._pipe = _Pipeline(self._consume)
         self._discarded = False
+        self.replaced = False  # settle() found the same content spooled already
         #: The sha256 the client declared ('' for none): without it, a zstd frame that carries
         #: no checksum cannot be checked and is refused.
         self.expected_sha256 = ""

@@ -115,6 +115,8 @@ class Scheduler:
         #: error) and with None once a write succeeds again (the server's health follows it).
         self.on_storage_error: Callable[[BaseException | None], None] | None = None
         self.store_retry_s = 1.0
+        #: Called (under the scheduler's lock: it must not block) after every state change.
+        self.on_change: Callable[[], None] | None = None
         if spool is not None and keep_dumps:
             spool.on_full = self.make_room
 
@@ -199,6 +201,8 @@ class Scheduler:
     def _changed(self) -> None:
         self._version += 1
         self._cv.notify_all()
+        if self.on_change is not None:
+            self.on_change()
 
     # ------------------------------------------------------------------ running
     def _slot_loop(self, slot: int) -> None:

@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from poolscope.report import iso_time
@@ -868,8 +868,8 @@ class ScanServicer(pb_grpc.ScanServiceServicer):
     async def WatchJob(  # noqa: N802
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.JobEvent]:
-        """Runs on the event loop (a watcher holds no thread): polls the scheduler's version
-        counter and reads the store only when something changed (or for progress)."""
+        """Runs on the event loop (a watcher holds no thread): wakes on each scheduler change
+        (or every 0.25 s, for progress) and reads the job from the store."""
         if not request.job_id:
             await _aabort(context, grpc.StatusCode.INVALID_ARGUMENT, "job_id is empty")
         try:
@@ -879,15 +879,8 @@ class ScanServicer(pb_grpc.ScanServiceServicer):
         msg = self.job_message(rec)
         yield pb.JobEvent(kind=pb.JobEvent.KIND_SNAPSHOT, job=msg)
         last_state, last_pct = rec.state, int(msg.progress_percent)
-        loop = asyncio.get_running_loop()
-        version = self.scheduler.version
-        polled = loop.time()
         while not rec.terminal:
-            await asyncio.sleep(0.05)
-            now = loop.time()
-            if self.scheduler.version == version and now - polled < 0.25:
-                continue
-            version, polled = self.scheduler.version, now
+            await self.srv.changed(0.25)  # a scheduler change, or time for a progress step
             try:
                 current = await asyncio.to_thread(self.store.get, rec.id)
             except sqlite3.Error:
@@ -1023,6 +1016,7 @@ class PoolscopeServer:
         )
         self.scheduler.reopen = self._reopen_job
         self.scheduler.on_storage_error = self._store_result
+        self._change: asyncio.Future[None] | None = None
         self.uploads = UploadSlots(config.max_uploads, config.max_uploads_per_peer)
         self.path_slots = threading.BoundedSemaphore(max(1, config.threads // 2))
         self.servicer = ScanServicer(self)
@@ -1041,6 +1035,7 @@ class PoolscopeServer:
             target=self._loop.run_forever, name="poolscope-loop", daemon=True
         )
         self._loop_thread.start()
+        self.scheduler.on_change = self._notify_change
         self._monitor: asyncio.Task[None] | None = None
         try:
             self.port = self._call(self._build())
@@ -1078,7 +1073,7 @@ class PoolscopeServer:
             ],
         )
         wire.add_servicer(self.servicer, self.server)
-        self.health = HealthServicer()
+        self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (
@@ -1098,6 +1093,27 @@ class PoolscopeServer:
         if not port:
             raise ConfigError(f"cannot listen on {cfg.address}")
         return int(port)
+
+    async def changed(self, timeout_s: float) -> None:
+        """Wait (on the loop) until the scheduler's state changes, at most ``timeout_s``."""
+        if self._change is None or self._change.done():
+            self._change = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._change), timeout_s)
+        except TimeoutError:
+            pass
+
+    def _notify_change(self) -> None:
+        """From any thread: wake the watchers."""
+
+        def wake() -> None:
+            if self._change is not None and not self._change.done():
+                self._change.set_result(None)
+
+        try:
+            self._loop.call_soon_threadsafe(wake)
+        except RuntimeError:
+            pass  # the loop is closed
 
     def trim_memory(self) -> None:
         """Give the heap's free memory back to the OS once no upload is in progress (glibc

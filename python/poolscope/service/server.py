@@ -704,18 +704,7 @@ class ScanServicer(pb_grpc.ScanServiceServicer):
                 "SubmitPath is disabled on this server: start it with --allow-root DIR to scan "
                 "dumps under DIR, or upload the dump with UploadDump",
             )
-        if not self.srv.path_slots.acquire(blocking=False):
-            _abort(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "the server is hashing as many submitted paths as it takes at once; retry "
-                "after the time in the trailing metadata 'retry-after-ms'",
-                1.0,
-            )
-        try:
-            return self._submit_path(request, context)
-        finally:
-            self.srv.path_slots.release()
+        return self._submit_path(request, context)
 
     def _beneath(self, path: str) -> tuple[int, str] | None:
         """(root descriptor, path relative to it) of the allowed root ``path`` names a file
@@ -764,7 +753,19 @@ class ScanServicer(pb_grpc.ScanServiceServicer):
                     f"{human_bytes(self.cfg.max_upload_bytes)} (--max-upload)",
                 )
             name = os.path.normpath(path)
-            sha = hash_fd(fd, st, self.store, name)
+            # Hashing a large file holds a thread for seconds: at most half of them do it.
+            if not self.srv.path_slots.acquire(blocking=False):
+                _abort(
+                    context,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "the server is hashing as many submitted files as it takes at once; retry "
+                    "after the time in the trailing metadata 'retry-after-ms'",
+                    1.0,
+                )
+            try:
+                sha = hash_fd(fd, st, self.store, name)
+            finally:
+                self.srv.path_slots.release()
             rec = JobRecord(
                 id=new_job_id(),
                 state=QUEUED,

@@ -29,7 +29,7 @@ import zstandard
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import poolscope
-from poolscope.service import wire
+from poolscope.service import safepath, wire
 from poolscope.service.client import ServiceClient, state_name
 from poolscope.service.store import JobRecord, Store, new_job_id
 from poolscope.service.v1 import scan_pb2 as pb
@@ -166,6 +166,50 @@ def test_rename_exchange_cannot_escape_the_root(tmp_path, small_dump, other_dump
 
 def submit(client: ServiceClient, path: str) -> pb.SubmitPathResponse:
     return client.stub.SubmitPath(pb.SubmitPathRequest(path=path), timeout=5)
+
+
+@pytest.mark.parametrize("openat2", [True, False], ids=["openat2", "walk"])
+def test_open_beneath(tmp_path, monkeypatch, openat2):
+    """Both resolvers: ``openat2`` and the component walk for kernels without it."""
+    if not openat2:
+        monkeypatch.setattr(safepath, "_openat2_works", False)
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "d").mkdir(parents=True)
+    outside.mkdir()
+    (root / "d" / "f.dmp").write_bytes(b"inside")
+    (outside / "f.dmp").write_bytes(b"outside")
+    (root / "link-dir").symlink_to(outside)
+    (root / "d" / "link.dmp").symlink_to(root / "d" / "f.dmp")
+    (root / "abs").symlink_to("/")
+    os.mkfifo(root / "d" / "fifo")
+    root_fd = safepath.open_root(str(root))
+    try:
+        opened = safepath.open_beneath(root_fd, "d/./f.dmp", "f")
+        try:
+            assert os.pread(opened.fd, 100, 0) == b"inside"
+            assert os.path.realpath(f"/proc/self/fd/{opened.fd}") == str(root / "d" / "f.dmp")
+        finally:
+            os.close(opened.fd)
+        cases = {
+            "link-dir/f.dmp": "PERMISSION_DENIED",
+            "d/link.dmp": "PERMISSION_DENIED",
+            "abs/etc/passwd": "PERMISSION_DENIED",
+            "d/../../outside/f.dmp": "PERMISSION_DENIED",
+            "d/missing.dmp": "NOT_FOUND",
+            "d/f.dmp/x": "NOT_FOUND",
+            "d/fifo": "INVALID_ARGUMENT",
+            "d": "INVALID_ARGUMENT",
+        }
+        for rel, code in cases.items():
+            t0 = time.monotonic()
+            with pytest.raises(safepath.PathRefused) as e:
+                safepath.open_beneath(root_fd, rel, rel)
+            assert e.value.code == code, (rel, str(e.value))
+            assert time.monotonic() - t0 < 1.0
+        if openat2:
+            assert safepath._openat2_works is not False  # this kernel has it
+    finally:
+        os.close(root_fd)
 
 
 def test_fifo_device_and_socket_in_the_root_are_refused_at_once(tmp_path, small_dump):

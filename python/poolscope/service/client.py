@@ -148,7 +148,10 @@ class ServiceClient:
         """Stream a dump (``.dmp``, or an already compressed ``.dmp.zst`` sent as it is).
         ``compress`` compresses a plain dump with zstd on the way; ``progress`` is called with
         the bytes of the file read so far (increments); ``verify`` hashes the file while sending
-        and checks the server's hash against it."""
+        and checks the server's hash against it. The metadata always declares the dump's size
+        and sha256 (of the decompressed bytes for a ``.zst``), computed by reading the file once
+        before sending unless ``expected_sha256`` is given: the server takes only uploads it can
+        check are complete."""
         p = Path(path)
         size = p.stat().st_size
         pre_compressed = is_zstd_file(p)

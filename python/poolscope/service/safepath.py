@@ -101,18 +101,19 @@ def _openat2(dir_fd: int, rel: str, flags: int) -> int | None:
 
 def _walk(dir_fd: int, parts: list[str], last_flags: int) -> int:
     """The fallback: one component at a time, never following a link."""
+    step = (_O_PATH or (os.O_RDONLY | _O_NONBLOCK | _O_NOCTTY)) | _O_NOFOLLOW | _O_CLOEXEC
     fd = os.dup(dir_fd)
     try:
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
-            flags = last_flags if last else (_O_PATH | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
-            if not _O_PATH and not last:
-                flags = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
-            nxt = os.open(part, flags, dir_fd=fd)
+            nxt = os.open(part, last_flags if last else step, dir_fd=fd)
             os.close(fd)
             fd = nxt
-            if stat.S_ISLNK(os.fstat(fd).st_mode):  # O_PATH|O_NOFOLLOW opens the link itself
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISLNK(mode):  # O_PATH|O_NOFOLLOW opens the link itself
                 raise OSError(errno.ELOOP, "a symbolic link", part)
+            if not last and not stat.S_ISDIR(mode):
+                raise OSError(errno.ENOTDIR, "not a directory", part)
         return fd
     except BaseException:
         os.close(fd)

@@ -3,6 +3,13 @@
 reflection, optional bearer-token auth (``authorization: Bearer <token>`` metadata →
 UNAUTHENTICATED otherwise) and optional TLS.
 
+The server is ``grpc.aio`` on an event loop of its own thread: uploads, WatchJob and health run
+on the loop (a stalled client holds no thread; uploads are capped in total and per client
+address, and dropped when idle or overdue); the calls that read or write SQLite or hash files
+run on a thread pool. SubmitPath opens its file once beneath its root (``safepath``) and the
+scan reads that descriptor. Disk-full and I/O errors turn into RESOURCE_EXHAUSTED with a retry
+hint and NOT_SERVING health until a probe write succeeds again.
+
     server = PoolscopeServer(ServerConfig(address="127.0.0.1:0", data_dir="data"))
     port = server.start()
     ...

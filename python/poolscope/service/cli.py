@@ -332,15 +332,34 @@ def _symbol_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the scan service until SIGINT/SIGTERM."""
-    from poolscope.service.server import PoolscopeServer, ServerConfig
+    from poolscope.service.server import ConfigError, PoolscopeServer, ServerConfig
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+    def refuse(message: str) -> int:
+        print(f"poolscope serve: error: {message}", file=sys.stderr)
+        return 2
+
     token = args.token
     if args.token_file:
-        token = Path(args.token_file).read_text().strip()
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else "it is not text"
+            return refuse(f"cannot read the token file {args.token_file}: {why}")
+        if not token:
+            return refuse(
+                f"the token file {args.token_file} is empty: the server would accept every "
+                "caller; put the bearer token in it (or drop --token-file to run without auth)"
+            )
+    elif token is not None and not token.strip():
+        return refuse(
+            "the bearer token (--token or POOLSCOPE_TOKEN) is empty: give the token or leave "
+            "both unset to run without auth"
+        )
     config = ServerConfig(
         address=args.address,
         data_dir=args.data_dir,
@@ -360,8 +379,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         threads=args.rpc_threads,
         symbol_path=_symbol_path(args),
         symbol_timeout_s=args.symbol_timeout,
+        max_uploads=args.max_uploads,
+        max_uploads_per_peer=args.max_uploads_per_peer,
+        upload_idle_timeout_s=args.upload_idle_timeout,
+        upload_timeout_s=args.upload_timeout,
+        min_free_bytes=args.min_free,
     )
-    server = PoolscopeServer(config)
+    try:
+        server = PoolscopeServer(config)
+    except ConfigError as e:
+        return refuse(str(e))
+    except (OSError, RuntimeError) as e:
+        return refuse(f"cannot start: {e}")
     port = server.start()
     host = args.address.rsplit(":", 1)[0]
     scheme = "tls" if args.tls_cert else "plaintext"
@@ -495,7 +524,39 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--no-fsync", action="store_true", help="do not fsync uploaded dumps before accepting"
     )
-    p.add_argument("--rpc-threads", type=int, default=64, help="concurrent calls served")
+    p.add_argument(
+        "--rpc-threads",
+        type=int,
+        default=64,
+        help="threads for the calls served on threads (uploads, WatchJob and health hold none)",
+    )
+    p.add_argument(
+        "--max-uploads", type=int, default=64, help="uploads in progress at once (default 64)"
+    )
+    p.add_argument(
+        "--max-uploads-per-peer",
+        type=int,
+        default=32,
+        help="uploads in progress at once from one client address (default 32)",
+    )
+    p.add_argument(
+        "--upload-idle-timeout",
+        type=float,
+        default=60.0,
+        help="drop an upload that sends nothing for this many seconds (default 60)",
+    )
+    p.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=3600.0,
+        help="drop an upload not finished this many seconds after it began (default 3600)",
+    )
+    p.add_argument(
+        "--min-free",
+        type=parse_size,
+        default=256 << 20,
+        help="refuse uploads while the data dir has less free space (default 256M)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 

@@ -331,9 +331,9 @@ def test_upload_limits(tmp_path, pattern_dump):
         err = rpc_error(lambda: srv.client.upload(pattern_dump, compress=False))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "upload limit" in err.details()
-        # undeclared size: refused once the bytes pass the limit
+        # no declared size (a hash only): refused once the bytes pass the limit
         chunks = (b"\x01" * (1 << 20) for _ in range(8))
-        meta = pb.DumpMetadata(file_name="big.dmp")
+        meta = pb.DumpMetadata(file_name="big.dmp", expected_sha256="0" * 64)
         err = rpc_error(lambda: _raw_upload(srv.client, meta, chunks))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # a zstd bomb: 1 GiB of zeros in ~32 KiB, no content size, refused at the limit
@@ -341,7 +341,9 @@ def test_upload_limits(tmp_path, pattern_dump):
         bomb = b"".join([cobj.compress(bytes(1 << 20)) for _ in range(1024)]) + cobj.flush()
         assert len(bomb) < 1 << 20
         t0 = time.monotonic()
-        meta = pb.DumpMetadata(file_name="bomb.dmp", compression=pb.COMPRESSION_ZSTD)
+        meta = pb.DumpMetadata(
+            file_name="bomb.dmp", compression=pb.COMPRESSION_ZSTD, expected_sha256="0" * 64
+        )
         err = rpc_error(lambda: _raw_upload(srv.client, meta, [bomb]))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "decompresses to more than" in err.details()
@@ -453,7 +455,7 @@ def test_submit_path_roots(tmp_path, small_dump):
     shutil.copyfile(small_dump, inside)
     (root / "escape.dmp").symlink_to(outside / "secret.dmp")
     (root / "escape-dir").symlink_to(outside)
-    (root / "fine.dmp").symlink_to(inside)
+    (root / "inner-link.dmp").symlink_to(inside)  # stays inside, yet no link is followed
     (tmp_path / "root-sibling").mkdir()
     shutil.copyfile(small_dump, tmp_path / "root-sibling" / "x.dmp")
     with running_server(tmp_path / "data", allowed_roots=[root]) as srv:
@@ -461,6 +463,7 @@ def test_submit_path_roots(tmp_path, small_dump):
             outside / "secret.dmp",
             root / "escape.dmp",
             root / "escape-dir" / "secret.dmp",
+            root / "inner-link.dmp",
             Path(f"{root}/../outside/secret.dmp"),
             tmp_path / "root-sibling" / "x.dmp",  # a prefix of the root's name is not inside
             Path("/etc/passwd"),
@@ -468,15 +471,15 @@ def test_submit_path_roots(tmp_path, small_dump):
         for p in denied:
             err = rpc_error(lambda p=p: srv.client.submit_path(str(p)))
             assert err.code() == grpc.StatusCode.PERMISSION_DENIED, p
-            assert "allowed roots" in err.details()
+            assert "allowed root" in err.details()
         err = rpc_error(lambda: srv.client.submit_path("relative.dmp"))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
         err = rpc_error(lambda: srv.client.submit_path(str(root / "missing.dmp")))
         assert err.code() == grpc.StatusCode.NOT_FOUND
         err = rpc_error(lambda: srv.client.submit_path(str(root / "sub")))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-        ok = srv.client.submit_path(str(root / "fine.dmp"))  # a link that stays inside
-        assert ok.job.file_name == str(inside.resolve())
+        ok = srv.client.submit_path(str(root / "sub" / "." / "ok.dmp"))
+        assert ok.job.file_name == str(inside)
         job = srv.client.wait(ok.job.id, timeout=60)
         assert state_name(job.state) == "succeeded"
         assert inside.exists()  # dumps given by path are never deleted

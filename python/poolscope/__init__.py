@@ -23,6 +23,7 @@ from poolscope._native import (
     MemoryNotPresent,
     Module,
     PoolscopeError,
+    SymbolsError,
     Translation,
     UnsupportedDumpError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "PoolScanResult",
     "PoolscopeError",
     "Report",
+    "SymbolsError",
     "Translation",
     "UnsupportedDumpError",
     "open",
@@ -84,24 +86,37 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: poolscope.open(path)
     spool_dir: str | os.PathLike[str] | None = None,
     profile: str | os.PathLike[str] | dict[str, Any] | None = None,
     symbols: str | os.PathLike[str] | None = None,
+    symbol_path: str | None = None,
+    symbol_timeout: float | None = None,
 ) -> Dump:
     """Open a kernel dump (``.dmp`` or zstd-compressed ``.dmp.zst``) for reading.
 
     ``profile`` overrides the built-in structure layout chosen from the dump's build: a dict or
     the path of a profile JSON file. ``symbols`` is a Volatility 3 ISF symbol table of the
     dump's kernel (``.json`` or ``.json.xz``): its global addresses and structure layouts
-    override the profile. Use the returned ``Dump`` as a context manager.
+    override the profile; it may also be the kernel's PDB (``.pdb``), which is refused
+    (``SymbolsError``) unless its GUID and age are those of nt's RSDS record in the dump.
+    ``symbol_path`` is a symbol path in WinDbg's syntax (``srv*CACHE*URL;...``, see
+    ``poolscope.symstore``; the environment's ``_NT_SYMBOL_PATH`` is the CLI's and service's
+    default, not the API's): the kernel's PDB is looked up by its GUID and age, downloaded into
+    the cache when needed, and used; when it cannot be had the dump is analysed on its profile
+    and ``dump.symbols_lookup`` says why (``symbols`` wins over ``symbol_path``). Use the
+    returned ``Dump`` as a context manager.
     """
     symbols_json = None
+    pdb = None
     if symbols is not None:
         raw = _read_regular(symbols, "symbol table")
-        symbols_json = (lzma.decompress(raw) if raw[:6] == b"\xfd7zXZ\x00" else raw).decode()
+        if raw.startswith(PDB_MAGIC):
+            pdb = raw
+        else:
+            symbols_json = (lzma.decompress(raw) if raw[:6] == b"\xfd7zXZ\x00" else raw).decode()
     profile_json = None
     if isinstance(profile, dict):
         profile_json = json.dumps(profile)
     elif profile is not None:
         profile_json = _read_regular(profile, "profile").decode()
-    return Dump(
+    dump = Dump(
         os.fspath(path),
         max_decompressed=max_decompressed,
         spool_dir=None if spool_dir is None else os.fspath(spool_dir),
@@ -109,6 +124,53 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: poolscope.open(path)
         symbols_json=symbols_json,
         symbols_origin=None if symbols is None else Path(symbols).name,
     )
+    try:
+        if pdb is not None:
+            dump.use_pdb(pdb, Path(symbols).name)  # type: ignore[arg-type]
+            dump.symbols_lookup = {"file": os.fspath(symbols), "how": "given", "notes": []}  # type: ignore[arg-type]
+        elif symbols is None and symbol_path:
+            _symbols_from_path(dump, symbol_path, symbol_timeout)
+    except BaseException:
+        dump.close()
+        raise
+    return dump
+
+
+PDB_MAGIC = b"Microsoft C/C++ MSF 7.00\r\n\x1aDS\0\0\0"
+
+
+def _symbols_from_path(dump: Dump, symbol_path: str, timeout: float | None) -> None:
+    """Find, fetch and use the dump's kernel PDB; a failure leaves the profile in use and says
+    why in ``dump.symbols_lookup``."""
+    from poolscope import symstore
+
+    cv = dump.codeview
+    if cv is None:
+        dump.symbols_lookup = {
+            "file": None,
+            "how": None,
+            "notes": [],
+            "problem": f"the kernel's PDB is not identified ({dump.codeview_problem}); "
+            "analysed on the profile",
+        }
+        return
+    name, guid, age, pid, _ = cv
+    look = symstore.Lookup(
+        symstore.PdbWanted(name, guid, age, pid),
+        timeout=symstore.DEFAULT_TIMEOUT if timeout is None else timeout,
+    )
+    try:
+        data, where = look.run(symbol_path)
+        dump.use_pdb(data, name)
+    except (symstore.SymbolLookupError, SymbolsError) as e:
+        dump.symbols_lookup = {
+            "file": None,
+            "how": None,
+            "notes": look.notes,
+            "problem": f"{e}; analysed on the profile",
+        }
+        return
+    dump.symbols_lookup = {"file": str(where), "how": look.notes[-1], "notes": look.notes}
 
 
 def scan(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,17 +12,34 @@ from typing import Any
 from rich.console import Console
 
 import poolscope
-from poolscope import render, report
+from poolscope import render, report, symstore
 from poolscope._native import builtin_profiles, profile_for_build
 
 
+def _symbol_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--symbols, --symbol-path (default: the environment's _NT_SYMBOL_PATH), --symbol-timeout."""
+    path = args.symbol_path if args.symbol_path is not None else os.environ.get(symstore.ENV)
+    return {"symbols": args.symbols, "symbol_path": path, "symbol_timeout": args.symbol_timeout}
+
+
+def _warn_symbols(dump: poolscope.Dump | None, info: dict[str, Any] | None = None) -> None:
+    look = (info or {}).get("symbols") or {}
+    problem = look.get("lookup_problem")
+    if problem is None and dump is not None:
+        problem = (getattr(dump, "symbols_lookup", None) or {}).get("problem")
+    if problem:
+        print(f"poolscope: symbols: {problem}", file=sys.stderr)
+
+
 def _open(args: argparse.Namespace) -> poolscope.Dump:
-    return poolscope.open(
+    dump = poolscope.open(
         args.dump,
         max_decompressed=args.max_decompressed,
         profile=args.profile,
-        symbols=args.symbols,
+        **_symbol_options(args),
     )
+    _warn_symbols(dump)
+    return dump
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -64,8 +82,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
             dominant_share=args.dominant_share,
             max_decompressed=args.max_decompressed,
             profile=args.profile,
-            symbols=args.symbols,
+            **_symbol_options(args),
         )
+    _warn_symbols(None, rep.dump)
     if args.json:
         print(rep.to_json())
     else:
@@ -150,7 +169,20 @@ def _dump_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the stable JSON form")
     p.add_argument("--profile", help="layout profile JSON overriding the built-in one")
     p.add_argument(
-        "--symbols", help="Volatility 3 ISF symbol table of the kernel (.json or .json.xz)"
+        "--symbols",
+        help="the kernel's PDB (.pdb, checked against the dump's GUID and age) or a Volatility 3 "
+        "ISF symbol table (.json or .json.xz)",
+    )
+    p.add_argument(
+        "--symbol-path",
+        help="WinDbg symbol path (srv*CACHE*URL;cache*DIR;DIR...) to find the kernel's PDB by "
+        f"GUID and age (default: ${symstore.ENV})",
+    )
+    p.add_argument(
+        "--symbol-timeout",
+        type=float,
+        default=symstore.DEFAULT_TIMEOUT,
+        help="seconds a symbol server download may take (default %(default)s)",
     )
     p.add_argument(
         "--max-decompressed",

@@ -50,6 +50,7 @@ def info(dump: Dump) -> dict[str, Any]:
     modules (count); and, added: major_version, nt_build_lab, profile, kdbg {va, source, size,
     encoded, located_by, header_pointer, header_pointer_problem, nt_image {base, size,
     found_by}, kd_copy_data_block, keys {KdpDataBlockEncoded, KiWaitNever, KiWaitAlways}},
+    symbols {pdb, guid, age, id, found_by, problem, used, file, lookup, lookup_problem},
     directory_table_base, comment, decompressed, notes; truncated (null, or {expected_size,
     actual_size, pages_expected, pages_missing, pages_present, missing_share} for a dump cut
     short: its missing pages read as not present).
@@ -99,12 +100,36 @@ def info(dump: Dump) -> dict[str, Any]:
             if kdbg.keys is None
             else {k: hex_(v) for k, v in zip(KDBG_KEYS, kdbg.keys, strict=True)},
         },
+        "symbols": symbols_info(dump),
         "directory_table_base": hex_(h.directory_table_base),
         "comment": h.comment,
         "decompressed": dump.decompressed,
         "truncated": truncated_json(dump),
         "notes": dump.notes,
     }
+
+
+def symbols_info(dump: Dump) -> dict[str, Any]:
+    """``info --json``'s ``symbols``: the kernel's PDB as nt's RSDS record names it (pdb, guid,
+    age, id = the symbol store's GUIDAGE directory, found_by; or problem: why not), what the
+    analyses use (``used``: what ``sources`` says, e.g. ``pdb ntkrnlmp.pdb GUIDAGE`` or
+    ``symbols kernel.json``; None = the profile), the PDB file (``file``) and the symbol path
+    lookup (``lookup``: what each place answered, ``lookup_problem``)."""
+    cv = dump.codeview
+    look = getattr(dump, "symbols_lookup", None) or {}
+    out: dict[str, Any] = {
+        "pdb": None, "guid": None, "age": None, "id": None, "found_by": None,
+        "problem": dump.codeview_problem,
+    }  # fmt: skip
+    if cv is not None:
+        out.update(pdb=cv[0], guid=cv[1], age=cv[2], id=cv[3], found_by=cv[4])
+    out.update(
+        used=dump.symbols_source,
+        file=look.get("file"),
+        lookup=look.get("notes", []),
+        lookup_problem=look.get("problem"),
+    )
+    return out
 
 
 @dataclass

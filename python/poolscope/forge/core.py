@@ -164,6 +164,7 @@ def forge(scenario: ScenarioLike, out_path: str | Path) -> GroundTruth:
         seed=sc.seed,
         notes=kimg.notes,
         verifier=kimg.verifier,
+        pdb=kimg.pdb,
         _content={p: c for p, c in content.items() if placement.offset(p) is not None},
         _fill=fill,
         _placement=placement,

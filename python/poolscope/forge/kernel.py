@@ -8,6 +8,7 @@ objects, global values) are synthetic but self-consistent; see ``KernelImage.not
 
 from __future__ import annotations
 
+import hashlib
 import random
 import struct
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from .kdbg import encode_block, kd_copy_data_block_code
 from .layout import PAGE_SIZE, kdbg_fields, kdbg_size, ldr_offsets
 from .machine import WIN7, WIN10, ModuleLayout
 from .paging import PageTables, canonical
-from .pe import SCN_CODE, SCN_DATA, SCN_RDATA, Section, pe_header
+from .pe import DEBUG_ENTRY, SCN_CODE, SCN_DATA, SCN_RDATA, Section, debug_directory, pe_header
 from .physmem import PhysicalMemory
 from .pool import PoolBuilder, PoolLayout
 from .scenario import ModuleSpec, Scenario, TagSiteSpec, tag_bytes
@@ -64,6 +65,14 @@ class KernelImage:
     pt: PageTables
     notes: list[str] = field(default_factory=list)
     verifier: dict[str, Any] | None = None
+    pdb: dict[str, Any] | None = None
+
+
+def pdb_identity(sc: Scenario) -> tuple[bytes, int]:
+    """The GUID (its 16 bytes as RSDS and the PDB info stream hold them) and age of the forged
+    kernel's PDB: fixed by the scenario's name, build and seed."""
+    digest = hashlib.sha256(f"{sc.name}/{sc.build}/{sc.seed}".encode()).digest()
+    return digest[:16], 1 + digest[16] % 3
 
 
 class KernelBuilder:
@@ -199,6 +208,7 @@ class KernelBuilder:
             pt=self.pt,
             notes=self.notes + [f"scenario {sc.name}"],
             verifier=self.verifier.truth,
+            pdb=self.pdb,
         )
 
     # --------------------------------------------------------- physical / PT
@@ -256,7 +266,24 @@ class KernelBuilder:
         self._text_cursor = base + 0x1000 + ((text_span * 3 // 7) & ~0xFFF)
         ts = 0x4CE7979D if self.sc.win7_like else 0x9E9C1A6B
         entry = self.symbols["KiSystemStartup"] - base
-        self.vwrite(base, pe_header(base, size, entry, ts, self.nt_sections))
+        # The debug directory and RSDS record, at the end of .rdata (as the linker puts them).
+        guid, age = pdb_identity(self.sc)
+        pdb_path = "ntkrnlmp.pdb"
+        debug_rva = rdata_rva + 0x40000 - 0x100
+        debug = debug_directory(debug_rva, ts, guid, age, pdb_path)
+        self.vwrite(base + debug_rva, debug)
+        self.pdb = {
+            "name": pdb_path,
+            "guid": guid.hex(),
+            "age": age,
+            "debug_directory_va": base + debug_rva,
+            "rsds_va": base + debug_rva + 2 * DEBUG_ENTRY,
+            "sections": [[s.name, s.rva, s.size, s.characteristics] for s in self.nt_sections],
+        }
+        self.vwrite(
+            base,
+            pe_header(base, size, entry, ts, self.nt_sections, debug=(debug_rva, 2 * DEBUG_ENTRY)),
+        )
         nt_spec = next((m for m in self.sc.modules or [] if m.name.lower() == "ntoskrnl.exe"), None)
         strings: list[tuple[str, int]] = []
         if nt_spec is not None:

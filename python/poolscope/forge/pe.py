@@ -34,8 +34,10 @@ def pe_header(
     timestamp: int,
     sections: list[Section],
     dll: bool = False,
+    debug: tuple[int, int] | None = None,
 ) -> bytes:
-    """Bytes of the headers page content (``SIZE_OF_HEADERS`` bytes)."""
+    """Bytes of the headers page content (``SIZE_OF_HEADERS`` bytes). ``debug`` is the debug
+    directory's (RVA, size): data directory 6, IMAGE_DIRECTORY_ENTRY_DEBUG."""
     out = bytearray(SIZE_OF_HEADERS)
     # IMAGE_DOS_HEADER
     struct.pack_into(
@@ -59,6 +61,8 @@ def pe_header(
     struct.pack_into("<HHHHHHI", out, opt + 0x28, 6, 1, 6, 1, 6, 1, 0)
     struct.pack_into("<IIIHH", out, opt + 0x38, size_of_image, SIZE_OF_HEADERS, 0, 1, 0x0160)
     struct.pack_into("<QQQQII", out, opt + 0x48, 0x80000, 0x2000, 0x100000, 0x1000, 0, 16)
+    if debug is not None:
+        struct.pack_into("<II", out, opt + 0x70 + 6 * 8, *debug)
     sec = opt + 0xF0
     raw = SIZE_OF_HEADERS
     for i, s in enumerate(sections):
@@ -70,3 +74,21 @@ def pe_header(
         )  # fmt: skip
         raw += raw_size
     return bytes(out)
+
+
+IMAGE_DEBUG_TYPE_CODEVIEW = 2
+IMAGE_DEBUG_TYPE_REPRO = 16
+DEBUG_ENTRY = 28
+
+
+def debug_directory(rva: int, timestamp: int, guid: bytes, age: int, pdb_path: str) -> bytes:
+    """IMAGE_DEBUG_DIRECTORY entries at ``rva`` followed by the CodeView ``RSDS`` record (GUID
+    as its 16 bytes, age, PDB path), as MSVC's linker writes them: a REPRO entry (no data)
+    first, then CODEVIEW pointing at the record right after the directory."""
+    rsds = b"RSDS" + guid + struct.pack("<I", age) + pdb_path.encode() + b"\0"
+    rec_rva = rva + 2 * DEBUG_ENTRY
+    entries = struct.pack("<IIHHIIII", 0, timestamp, 0, 0, IMAGE_DEBUG_TYPE_REPRO, 0, 0, 0)
+    entries += struct.pack(
+        "<IIHHIIII", 0, timestamp, 0, 0, IMAGE_DEBUG_TYPE_CODEVIEW, len(rsds), rec_rva, rec_rva
+    )
+    return entries + rsds

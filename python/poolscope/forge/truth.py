@@ -108,6 +108,10 @@ class GroundTruth:
                         (newest first), unloaded_images ({name: {base, size}}: where an
                         unloaded driver's old frames point, unmapped), threads, irps
     """
+    pdb: dict[str, Any] | None = None
+    """The kernel's PDB identity as nt's RSDS record holds it: {name, guid (the 16 bytes as
+    hex, in file order), age, debug_directory_va, rsds_va, sections [[name, rva, size,
+    characteristics]]} (what ``forge.pdb`` needs to write the matching PDB)."""
     _content: dict[int, bytes] = field(default_factory=dict, repr=False)
     _fill: PageFill | None = field(default=None, repr=False)
     _placement: Placement | None = field(default=None, repr=False)

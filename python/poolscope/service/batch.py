@@ -291,6 +291,8 @@ def run_batch(
     scratch_dir: str | os.PathLike[str] | None = None,
     top: int = 10,
     on_progress: Callable[[Totals], None] | None = None,
+    symbol_path: str | None = None,
+    symbol_timeout: float = 30.0,
 ) -> BatchResult:
     """Scan every dump of ``inputs``; ``emit`` gets one JSON-ready dict per dump."""
     own_executor = executor is None
@@ -302,6 +304,9 @@ def run_batch(
     items: list[aggregate.Item] = []
     result = BatchResult()
     disc = Discovery(inputs, scratch, host_from, max_decompressed)
+    options: dict[str, Any] = {"max_decompressed": max_decompressed}
+    if symbol_path:  # one cache for every dump; one download per GUID across the workers
+        options.update(symbol_path=symbol_path, symbol_timeout=symbol_timeout)
     totals.files_found, totals.bytes_found = disc.survey()
     stop = threading.Event()
 
@@ -357,7 +362,7 @@ def run_batch(
                     f"batch-{w.index}",
                     str(w.path),
                     timeout_s,
-                    {"max_decompressed": max_decompressed},
+                    options,
                 )
                 out = ex.run(slot, req, threading.Event())
                 if out.status == "succeeded" and out.report_json is not None:

@@ -315,17 +315,51 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- serve
 
 
+def _symbol_path(args: argparse.Namespace) -> str | None:
+    """--symbol-path, else the environment's _NT_SYMBOL_PATH (WinDbg's variable)."""
+    return args.symbol_path if args.symbol_path is not None else os.environ.get("_NT_SYMBOL_PATH")
+
+
+def _symbol_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--symbol-path",
+        help="WinDbg symbol path (srv*CACHE*URL;...) for the kernels' PDBs, found by GUID and "
+        "age (default: $_NT_SYMBOL_PATH); a dump whose PDB cannot be had is scanned on its "
+        "profile and its report says why",
+    )
+    p.add_argument("--symbol-timeout", type=float, default=30.0, help="seconds per PDB download")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the scan service until SIGINT/SIGTERM."""
-    from poolscope.service.server import PoolscopeServer, ServerConfig
+    from poolscope.service.server import ConfigError, PoolscopeServer, ServerConfig
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+    def refuse(message: str) -> int:
+        print(f"poolscope serve: error: {message}", file=sys.stderr)
+        return 2
+
     token = args.token
     if args.token_file:
-        token = Path(args.token_file).read_text().strip()
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else "it is not text"
+            return refuse(f"cannot read the token file {args.token_file}: {why}")
+        if not token:
+            return refuse(
+                f"the token file {args.token_file} is empty: the server would accept every "
+                "caller; put the bearer token in it (or drop --token-file to run without auth)"
+            )
+    elif token is not None and not token.strip():
+        return refuse(
+            "the bearer token (--token or POOLSCOPE_TOKEN) is empty: give the token or leave "
+            "both unset to run without auth"
+        )
     config = ServerConfig(
         address=args.address,
         data_dir=args.data_dir,
@@ -343,8 +377,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keep_dumps=args.keep_dumps,
         fsync=not args.no_fsync,
         threads=args.rpc_threads,
+        symbol_path=_symbol_path(args),
+        symbol_timeout_s=args.symbol_timeout,
+        max_uploads=args.max_uploads,
+        max_uploads_per_peer=args.max_uploads_per_peer,
+        upload_idle_timeout_s=args.upload_idle_timeout,
+        upload_timeout_s=args.upload_timeout,
+        min_free_bytes=args.min_free,
     )
-    server = PoolscopeServer(config)
+    try:
+        server = PoolscopeServer(config)
+    except ConfigError as e:
+        return refuse(str(e))
+    except (OSError, RuntimeError) as e:
+        return refuse(f"cannot start: {e}")
     port = server.start()
     host = args.address.rsplit(":", 1)[0]
     scheme = "tls" if args.tls_cert else "plaintext"
@@ -409,6 +455,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 host_from=args.host_from,
                 max_decompressed=args.max_decompressed,
                 scratch_dir=args.scratch_dir,
+                symbol_path=_symbol_path(args),
+                symbol_timeout=args.symbol_timeout,
                 top=args.top,
                 on_progress=on_progress,
             )
@@ -434,6 +482,7 @@ def add_commands(sub: Any) -> None:
     import poolscope
 
     p = sub.add_parser("serve", help="run the gRPC scan service")
+    _symbol_args(p)
     p.add_argument("--address", default=DEFAULT_SERVER, help="HOST:PORT (default %(default)s)")
     p.add_argument("--data-dir", default="poolscope-data", help="jobs, reports and the spool")
     p.add_argument("--workers", type=int, help="scans at once (default: cores)")
@@ -475,7 +524,39 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--no-fsync", action="store_true", help="do not fsync uploaded dumps before accepting"
     )
-    p.add_argument("--rpc-threads", type=int, default=64, help="concurrent calls served")
+    p.add_argument(
+        "--rpc-threads",
+        type=int,
+        default=64,
+        help="threads for the calls served on threads (uploads, WatchJob and health hold none)",
+    )
+    p.add_argument(
+        "--max-uploads", type=int, default=64, help="uploads in progress at once (default 64)"
+    )
+    p.add_argument(
+        "--max-uploads-per-peer",
+        type=int,
+        default=32,
+        help="uploads in progress at once from one client address (default 32)",
+    )
+    p.add_argument(
+        "--upload-idle-timeout",
+        type=float,
+        default=60.0,
+        help="drop an upload that sends nothing for this many seconds (default 60)",
+    )
+    p.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=3600.0,
+        help="drop an upload not finished this many seconds after it began (default 3600)",
+    )
+    p.add_argument(
+        "--min-free",
+        type=parse_size,
+        default=256 << 20,
+        help="refuse uploads while the data dir has less free space (default 256M)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 
@@ -538,6 +619,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser(
         "batch", help="scan directories and archives of dumps in parallel (locally or on Dask)"
     )
+    _symbol_args(p)
     p.add_argument(
         "paths", nargs="+", metavar="PATH", help="directories, .tar, .tar.zst, .zip, .dmp, .dmp.zst"
     )

@@ -43,6 +43,29 @@ def is_zstd_file(path: str | os.PathLike[str]) -> bool:
         return f.read(4) == b"\x28\xb5\x2f\xfd"
 
 
+def dump_digest(path: str | os.PathLike[str], compressed: bool | None = None) -> tuple[str, int]:
+    """(sha256, size) of a dump's bytes; of its decompressed bytes when it is zstd."""
+    if compressed is None:
+        compressed = is_zstd_file(path)
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        if compressed:
+            reader: Any = zstandard.ZstdDecompressor(max_window_size=1 << 31).stream_reader(
+                f, read_across_frames=True
+            )
+        else:
+            reader = f
+        with reader:
+            while True:
+                data = reader.read(4 << 20)
+                if not data:
+                    break
+                h.update(data)
+                n += len(data)
+    return h.hexdigest(), n
+
+
 class _Tee:
     """A reader that hashes and counts what it hands out."""
 
@@ -125,13 +148,22 @@ class ServiceClient:
         """Stream a dump (``.dmp``, or an already compressed ``.dmp.zst`` sent as it is).
         ``compress`` compresses a plain dump with zstd on the way; ``progress`` is called with
         the bytes of the file read so far (increments); ``verify`` hashes the file while sending
-        and checks the server's hash against it."""
+        and checks the server's hash against it. The metadata always declares the dump's size
+        and sha256 (of the decompressed bytes for a ``.zst``), computed by reading the file once
+        before sending unless ``expected_sha256`` is given: the server takes only uploads it can
+        check are complete."""
         p = Path(path)
         size = p.stat().st_size
         pre_compressed = is_zstd_file(p)
         zstd = pre_compressed or compress
         name = file_name or (p.name[:-4] if pre_compressed and p.name.endswith(".zst") else p.name)
         tee_holder: list[_Tee] = []
+        # The server takes only uploads it can check are complete: declare the dump's size
+        # and sha256 (of the decompressed bytes for a .zst), computed before sending.
+        if expected_sha256:
+            dump_size = 0 if pre_compressed else size
+        else:
+            expected_sha256, dump_size = dump_digest(p, pre_compressed)
 
         def requests() -> Iterator[pb.UploadDumpRequest | bytes]:
             yield pb.UploadDumpRequest(
@@ -143,7 +175,7 @@ class ServiceClient:
                     expected_sha256=expected_sha256,
                     priority=priority,
                     timeout_seconds=timeout_seconds,
-                    size_bytes=0 if pre_compressed else size,
+                    size_bytes=dump_size,
                 )
             )
             with open(p, "rb") as f:

@@ -288,6 +288,10 @@ class DaskExecutor:
     (``tcp://host:8786``) or ``"local"`` to start a ``LocalCluster`` of ``workers`` worker
     processes (one thread each)."""
 
+    #: Scans run on other machines: a SubmitPath job's descriptor cannot be handed over, so
+    #: the worker opens the path by name (see README, "Scan service").
+    remote = True
+
     def __init__(self, address: str, workers: int | None = None, slots: int | None = None) -> None:
         from distributed import Client, LocalCluster
 

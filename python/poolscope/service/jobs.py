@@ -19,9 +19,10 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 
 from poolscope.service import aggregate
 from poolscope.service.executors import Executor, ScanOutcome, ScanRequest
+from poolscope.service.safepath import fd_path
 from poolscope.service.spool import Spool
 from poolscope.service.store import (
     CANCELLED,
@@ -103,6 +105,18 @@ class Scheduler:
         self._threads: list[threading.Thread] = []
         self._rate_bps = 200e6  # scan rate estimate: dump bytes per second
         self._avg_scan_s = 1.0
+        #: Open descriptors of SubmitPath jobs' files: the scan reads the file that was checked
+        #: and hashed, through its descriptor, never by name again.
+        self._fds: dict[str, int] = {}
+        #: Reopens a path job's file safely (after a restart, when its descriptor is gone);
+        #: returns a descriptor or raises with the reason the job fails.
+        self.reopen: Callable[[JobRecord], int] | None = None
+        #: Called with an exception when the store or the spool fails to write (disk full, I/O
+        #: error) and with None once a write succeeds again (the server's health follows it).
+        self.on_storage_error: Callable[[BaseException | None], None] | None = None
+        self.store_retry_s = 1.0
+        #: Called (under the scheduler's lock: it must not block) after every state change.
+        self.on_change: Callable[[], None] | None = None
         if spool is not None and keep_dumps:
             spool.on_full = self.make_room
 
@@ -135,6 +149,13 @@ class Scheduler:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self.executor.close()
+        with self._cv:
+            fds, self._fds = list(self._fds.values()), {}
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     # ------------------------------------------------------------------ submission
     @contextmanager
@@ -180,39 +201,124 @@ class Scheduler:
     def _changed(self) -> None:
         self._version += 1
         self._cv.notify_all()
+        if self.on_change is not None:
+            self.on_change()
 
     # ------------------------------------------------------------------ running
     def _slot_loop(self, slot: int) -> None:
+        """One executor slot. Nothing raised here ends the thread: a store that cannot be
+        written (disk full) leaves the job queued and is retried; an outcome that cannot be
+        recorded is recorded again until it is (or the server stops: the job is then queued
+        again at the next start)."""
         while True:
-            with self._cv:
-                while not self._stopping and not self._heap:
-                    self._cv.wait()
-                if self._stopping:
+            try:
+                if not self._run_next(slot):
                     return
-                _, _, job_id = heapq.heappop(self._heap)
-                if self._queued.pop(job_id, None) is None:
-                    continue  # cancelled while queued
+            except Exception as e:  # noqa: BLE001 - the slot must survive anything
+                log.exception("scheduler slot %d: unexpected error", slot)
+                self._storage_error(e)
+                with self._cv:
+                    if self._stopping:
+                        return
+                    self._cv.wait(self.store_retry_s)
+
+    def _storage_error(self, e: BaseException | None) -> None:
+        if self.on_storage_error is not None:
+            try:
+                self.on_storage_error(e)
+            except Exception:  # noqa: BLE001
+                log.exception("storage error callback failed")
+
+    def _run_next(self, slot: int) -> bool:
+        """Run one job; False when the scheduler stops."""
+        with self._cv:
+            while not self._stopping and not self._heap:
+                self._cv.wait()
+            if self._stopping:
+                return False
+            _, _, job_id = heapq.heappop(self._heap)
+            queued = self._queued.pop(job_id, None)
+            if queued is None:
+                return True  # cancelled while queued
+            try:
                 job = self.store.mark_running(job_id)
-                if job is None:
-                    continue
-                run = _Running(job, slot, time.monotonic(), self._expected_s(job))
-                self._running[job_id] = run
-                self._changed()
-            request = ScanRequest(
-                job_id, job.dump_path or "", job.timeout_s, dict(self.scan_options)
-            )
+            except Exception as e:  # noqa: BLE001 - e.g. the disk is full: retry later
+                log.warning("cannot mark job %s running (%s); retrying", job_id, e)
+                self._push(queued)
+                self._storage_error(e)
+                self._cv.wait(self.store_retry_s)
+                return True
+            if job is None:
+                self._close_fd(job_id)
+                return True
+            run = _Running(job, slot, time.monotonic(), self._expected_s(job))
+            self._running[job_id] = run
+            self._changed()
+        outcome: ScanOutcome | None = None
+        path = job.dump_path or ""
+        if job.source == "path" and not getattr(self.executor, "remote", False):
+            try:
+                path = fd_path(self._path_fd(job))
+            except Exception as e:  # noqa: BLE001 - the job fails with the reason
+                outcome = ScanOutcome("failed", error=str(e))
+        if outcome is None:
+            request = ScanRequest(job_id, path, job.timeout_s, dict(self.scan_options))
             try:
                 outcome = self.executor.run(slot, request, run.cancel)
             except Exception as e:  # noqa: BLE001 - an executor failure fails the job only
                 log.exception("executor failed on job %s", job_id)
                 outcome = ScanOutcome("failed", error=f"the executor failed: {e}")
+        self._record(run, outcome)
+        return True
+
+    def _path_fd(self, job: JobRecord) -> int:
+        with self._cv:
+            fd = self._fds.get(job.id)
+        if fd is not None:
+            return fd
+        if self.reopen is None:
+            raise RuntimeError("the file's descriptor is gone and it cannot be reopened")
+        fd = self.reopen(job)
+        with self._cv:
+            self._fds[job.id] = fd
+        return fd
+
+    def attach_fd(self, job_id: str, fd: int) -> None:
+        """Keep ``fd`` (the checked file of a path job) until the job has finished."""
+        with self._cv:
+            old = self._fds.pop(job_id, None)
+            self._fds[job_id] = fd
+        if old is not None and old != fd:
+            os.close(old)
+
+    def _close_fd(self, job_id: str) -> None:
+        with self._cv:
+            fd = self._fds.pop(job_id, None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _record(self, run: _Running, outcome: ScanOutcome) -> None:
+        """Record the outcome, retrying while the store cannot be written."""
+        job_id = run.job.id
+        while True:
             try:
                 self._finish(run, outcome)
-            except Exception:  # noqa: BLE001 - keep the slot alive
-                log.exception("could not record the outcome of job %s", job_id)
+                self._storage_error(None)
+                return
+            except Exception as e:  # noqa: BLE001 - keep the slot alive, keep the outcome
+                log.warning("could not record the outcome of job %s (%s); retrying", job_id, e)
+                self._storage_error(e)
                 with self._cv:
-                    self._running.pop(job_id, None)
-                    self._changed()
+                    if self._stopping:
+                        # left running in the store: queued again at the next start
+                        self._running.pop(job_id, None)
+                        self._changed()
+                        self._close_fd(job_id)
+                        return
+                    self._cv.wait(self.store_retry_s)
 
     def _finish(self, run: _Running, outcome: ScanOutcome) -> None:
         job = run.job
@@ -222,12 +328,14 @@ class Scheduler:
             with self._cv:
                 self._running.pop(job.id, None)
                 self._changed()
+            self._close_fd(job.id)
             return
         if outcome.status == "succeeded" and outcome.report_json is not None:
             try:
                 doc = json.loads(outcome.report_json)
-                if job.source == "upload" and isinstance(doc.get("dump"), dict):
-                    doc["dump"]["path"] = job.file_name  # not the server's spool path
+                if isinstance(doc.get("dump"), dict):
+                    # not the server's spool path, nor the descriptor a path job is read through
+                    doc["dump"]["path"] = job.file_name
                 dg = aggregate.digest(doc)
                 self.store.finish(
                     job.id,
@@ -254,6 +362,7 @@ class Scheduler:
             outcome.elapsed_s,
             f": {outcome.error}" if outcome.error else "",
         )
+        self._close_fd(job.id)
         self._dispose_dump(job)
 
     def _learn(self, size: int, seconds: float) -> None:
@@ -314,6 +423,7 @@ class Scheduler:
                     while job_id in self._running and time.monotonic() < deadline:
                         self._cv.wait(max(0.0, deadline - time.monotonic()))
         if queued_cancel:
+            self._close_fd(job_id)
             self._dispose_dump(rec)
         return self.get(job_id)
 

@@ -9,20 +9,25 @@ failure and at start-up); finished uploads are ``<sha256>.dmp``.
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import errno
 import hashlib
+import logging
 import os
 import queue
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, cast
 
 import zstandard
+
+log = logging.getLogger("poolscope.service")
 
 ZSTD_MAGIC = 0xFD2FB528
 #: The zstd window a decoder accepts by default (ZSTD_WINDOWLOG_LIMIT_DEFAULT): 128 MiB.
@@ -49,6 +54,43 @@ class SpoolFull(UploadRefused):
 
 class BadUpload(UploadRefused):
     code = "INVALID_ARGUMENT"
+
+
+#: errno values that mean "the disk cannot take this now" (RESOURCE_EXHAUSTED, retry later).
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+RETRY_FULL_S = 30.0
+
+
+class ByteBudget:
+    """Bytes received but not yet written, over all uploads: a reader waits (on the event loop,
+    holding no thread; gRPC flow control then holds the client) while the budget is spent. At
+    least one chunk is always let through, so a chunk larger than the budget cannot stall."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.used = 0
+        self.peak = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self, n: int) -> None:
+        while self.used and self.used + n > self.limit:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if not fut.done():
+                    fut.cancel()
+        self.used += n
+        self.peak = max(self.peak, self.used)
+
+    def release(self, n: int) -> None:
+        """On the event loop."""
+        self.used -= n
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
 
 
 def human_bytes(n: float) -> str:
@@ -109,9 +151,17 @@ class Spool:
     """The spool directory and its quota (``quota_bytes``; 0 = unlimited)."""
 
     def __init__(
-        self, root: str | os.PathLike[str], quota_bytes: int = 0, fsync: bool = True
+        self,
+        root: str | os.PathLike[str],
+        quota_bytes: int = 0,
+        fsync: bool = True,
+        min_free_bytes: int = 0,
     ) -> None:
         self.root = Path(root)
+        self.min_free_bytes = min_free_bytes
+        #: Why the spool cannot be written (a write failed: disk full, I/O error); cleared by
+        #: ``problem()`` once a probe write succeeds.
+        self.broken: str | None = None
         self.incoming = self.root / "incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
         for stale in self.incoming.glob("*.part"):
@@ -123,6 +173,81 @@ class Spool:
         self._settled = sum(disk_usage(p) for p in self.root.glob("*.dmp"))
         #: Called with the bytes needed when the quota is reached, before refusing.
         self.on_full: Callable[[int], None] | None = None
+
+    # ------------------------------------------------------------------ health
+    def free_bytes(self) -> int:
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return 0
+        return int(st.f_bavail) * int(st.f_frsize)
+
+    def low_on_space(self) -> str | None:
+        if not self.min_free_bytes:
+            return None
+        free = self.free_bytes()
+        if free < self.min_free_bytes:
+            return (
+                f"the spool's file system has {human_bytes(free)} free, less than the "
+                f"{human_bytes(self.min_free_bytes)} the server keeps free (--min-free)"
+            )
+        return None
+
+    def mark_broken(self, e: BaseException) -> None:
+        if self.broken is None:
+            log.warning("the spool cannot be written: %s", e)
+        self.broken = str(e)
+
+    def probe(self) -> bool:
+        """Write, fsync and delete a small file: can the spool take bytes again?"""
+        p = self.incoming / f"probe-{uuid.uuid4().hex}.part"
+        try:
+            with open(p, "wb") as f:
+                f.write(b"\xa5" * (64 << 10))
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError:
+            return False
+        finally:
+            p.unlink(missing_ok=True)
+
+    def problem(self) -> str | None:
+        """Why the spool cannot take uploads now, or None (probes when a write had failed)."""
+        low = self.low_on_space()
+        if low is not None:
+            return low
+        if self.broken is not None:
+            if not self.probe():
+                return f"the spool cannot be written ({self.broken})"
+            log.info("the spool can be written again")
+            self.broken = None
+        return None
+
+    def check_accepting(self) -> None:
+        """Refuse an upload at once while the spool cannot take it."""
+        why = self.low_on_space() or (
+            f"the spool cannot be written ({self.broken})" if self.broken else None
+        )
+        if why is not None:
+            raise SpoolFull(
+                f"{why}: the server takes no uploads until there is room; retry later",
+                retry_after_s=RETRY_FULL_S,
+            )
+
+    def disk_error(self, e: OSError, what: str) -> UploadRefused:
+        """The refusal for a failed spool write (and the spool marked broken when the disk is
+        full or failing)."""
+        if e.errno in DISK_ERRNOS:
+            self.mark_broken(e)
+            return SpoolFull(
+                f"the server could not {what}: {e.strerror}; nothing was kept, retry later",
+                retry_after_s=RETRY_FULL_S,
+            )
+        return SpoolFull(
+            f"the server could not {what}: {e}; nothing was kept, retry later",
+            retry_after_s=RETRY_FULL_S,
+        )
 
     # ------------------------------------------------------------------ accounting
     def usage(self) -> int:
@@ -179,42 +304,42 @@ class Spool:
         return removed
 
     # ------------------------------------------------------------------ writing
-    @contextmanager
-    def upload(
+    def open_upload(
         self,
         *,
         max_bytes: int,
         compression: str = "none",
         max_window: int = DEFAULT_MAX_ZSTD_WINDOW,
         declared_size: int = 0,
-    ) -> Iterator[UploadSink]:
-        """A sink for one upload's wire bytes. On normal exit the caller has called
-        ``sink.finish()`` and moved ``sink.path`` away (``settle``); on error the partial file
-        is removed."""
+        budget: ByteBudget | None = None,
+    ) -> UploadSink:
+        """A sink for one upload's wire bytes, with a thread of its own. The caller ends it
+        with ``discard()`` whatever happens: a file not settled is removed."""
         part = self.incoming / f"{uuid.uuid4().hex}.part"
-        sink = UploadSink(self, part, max_bytes, compression, max_window, declared_size)
         try:
-            yield sink
-        finally:
-            sink.close()
-            if part.exists():
-                part.unlink(missing_ok=True)
-            self._release(sink.charged)
+            return UploadSink(self, part, max_bytes, compression, max_window, declared_size, budget)
+        except OSError as e:
+            part.unlink(missing_ok=True)
+            raise self.disk_error(e, "create the upload's spool file") from None
 
     def settle(self, sink: UploadSink) -> Path:
         """Move a finished upload to ``<sha256>.dmp`` (replacing an identical file)."""
         dst = self.path_for(sink.sha256)
         old = disk_usage(dst)
-        if self.fsync and not sink._file.closed:
-            os.fsync(sink._file.fileno())
-        sink.close()
-        os.replace(sink.path, dst)
-        if self.fsync:
-            fd = os.open(self.root, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        sink.replaced = dst.exists()
+        try:
+            if self.fsync and not sink._file.closed:
+                os.fsync(sink._file.fileno())
+            sink.close_file()
+            os.replace(sink.path, dst)
+            if self.fsync:
+                fd = os.open(self.root, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as e:
+            raise self.disk_error(e, "write the upload to its spool") from None
         with self._lock:
             self._settled += disk_usage(dst) - old
         return dst
@@ -231,14 +356,27 @@ class _FileWriter:
         return len(data)
 
 
-class _Pipeline:
-    """Runs ``fn`` on the items ``put`` from another thread, in order, so that receiving the
-    next chunk overlaps hashing and writing this one (hashlib and file writes release the GIL).
-    The first error is raised by the next ``put`` or by ``close``."""
+_Done = Callable[[BaseException | None, Any], None]
 
-    def __init__(self, fn: Callable[[Any], None], depth: int = 8) -> None:
+
+class _Call:
+    """A function to run on the pipeline's thread, in order with the chunks."""
+
+    def __init__(self, fn: Callable[[], Any], done: _Done) -> None:
+        self.fn = fn
+        self.done = done
+
+
+class _Pipeline:
+    """Runs ``fn`` on the items ``put`` from another thread (the event loop), in order, so that
+    receiving the next chunk overlaps hashing and writing this one (hashlib and file writes
+    release the GIL). The first error is kept in ``error``: later chunks are skipped and
+    ``error`` is raised to the producer by its next ``put``. ``call`` runs a function there
+    after the chunks before it; ``stop`` ends the thread after what was queued."""
+
+    def __init__(self, fn: Callable[[Any], None]) -> None:
         self._fn = fn
-        self._q: queue.Queue[Any] = queue.Queue(depth)
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="poolscope-upload", daemon=True)
         self._thread.start()
@@ -248,31 +386,49 @@ class _Pipeline:
             item = self._q.get()
             if item is _STOP:
                 return
+            if isinstance(item, _Call):
+                try:
+                    result = item.fn()
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    item.done(e, None)
+                else:
+                    item.done(None, result)
+                continue
+            data, after = item
             if self.error is None:
                 try:
-                    self._fn(item)
+                    self._fn(data)
                 except BaseException as e:  # noqa: BLE001 - handed to the producer
                     self.error = e
+            del data
+            after()
 
-    def put(self, item: Any) -> None:
+    def put(self, item: Any, after: Callable[[], None]) -> None:
         if self.error is not None:
             raise self.error
-        self._q.put(item)
+        self._q.put((item, after))
 
-    def close(self, raise_error: bool = True) -> None:
-        if self._thread.is_alive():
-            self._q.put(_STOP)
+    def call(self, fn: Callable[[], Any], done: _Done) -> None:
+        self._q.put(_Call(fn, done))
+
+    def stop(self) -> None:
+        self._q.put(_STOP)
+
+    def join(self) -> None:
+        if threading.current_thread() is not self._thread:
             self._thread.join()
-        if raise_error and self.error is not None:
-            raise self.error
 
 
 _STOP = object()
+#: Bytes of one upload received but not yet written (its share of the pipeline).
+PER_UPLOAD_BUFFER = 8 << 20
 
 
 class UploadSink:
-    """Takes an upload's wire bytes (``write``), decompresses them when zstd, hashes and spools
-    the dump (on a thread of its own). Raises ``UploadRefused`` subclasses."""
+    """Takes an upload's wire bytes (``awrite``, on the event loop), decompresses them when
+    zstd, hashes and spools the dump on a thread of its own. Raises ``UploadRefused``
+    subclasses. ``finish`` and ``settle`` run on that thread too (``call``); ``discard`` ends
+    the sink, removing the file unless it was settled."""
 
     def __init__(
         self,
@@ -282,6 +438,7 @@ class UploadSink:
         compression: str,
         max_window: int,
         declared_size: int,
+        budget: ByteBudget | None = None,
     ) -> None:
         self.spool = spool
         self.path = path
@@ -292,7 +449,7 @@ class UploadSink:
         self.size = 0  # dump bytes
         self.charged = 0
         self._hash = hashlib.sha256()
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in close_file()
         self._pending_hole = 0
         self._synced = 0  # bytes whose writeback has been started
         self.sha256 = ""
@@ -305,10 +462,18 @@ class UploadSink:
             )
             self._frames = ZstdFrameWalker(max_window)
         self.max_window = max_window
+        self._budget = budget
+        self._mine = ByteBudget(PER_UPLOAD_BUFFER)
         self._pipe = _Pipeline(self._consume)
+        self._discarded = False
+        self.replaced = False  # settle() found the same content spooled already
+        #: The sha256 the client declared ('' for none): without it, a zstd frame that carries
+        #: no checksum cannot be checked and is refused.
+        self.expected_sha256 = ""
 
-    def write(self, data: bytes | memoryview) -> None:
-        """Take the next wire bytes (kept, not copied: do not modify them afterwards)."""
+    async def awrite(self, data: bytes | memoryview) -> None:
+        """Take the next wire bytes (kept, not copied: do not modify them afterwards); waits
+        while this upload's or all uploads' buffers are full."""
         self.received += len(data)
         if self.received > self.max_bytes:
             what = "the upload is" if self._zstd is not None else "the dump is"
@@ -316,7 +481,100 @@ class UploadSink:
                 f"{what} more than the server's upload limit of {human_bytes(self.max_bytes)}; "
                 f"refused after {human_bytes(self.received)}"
             )
-        self._pipe.put(data)
+        if self._pipe.error is not None:
+            raise self._pipe.error
+        n = len(data)
+        loop = asyncio.get_running_loop()
+        budget = self._budget
+        await self._mine.acquire(n)
+        if budget is not None:
+            try:
+                await budget.acquire(n)
+            except BaseException:
+                self._mine.release(n)
+                raise
+
+        def released() -> None:
+            self._mine.release(n)
+            if budget is not None:
+                budget.release(n)
+
+        def after() -> None:
+            try:
+                loop.call_soon_threadsafe(released)
+            except RuntimeError:
+                pass  # the loop is closed: the server is gone
+
+        try:
+            self._pipe.put(data, after)
+        except BaseException:
+            released()
+            raise
+
+    def call(self, fn: Callable[[], Any]) -> Awaitable[Any]:
+        """Run ``fn`` on the sink's thread once every chunk before it was written."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def resolve(err: BaseException | None, result: Any) -> None:
+            if fut.done():
+                return
+            if err is not None:
+                fut.set_exception(err)
+            else:
+                fut.set_result(result)
+
+        def done(err: BaseException | None, result: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(resolve, err, result)
+            except RuntimeError:
+                pass
+
+        self._pipe.call(fn, done)
+        return fut
+
+    def discard(self) -> Awaitable[None] | None:
+        """End the sink without blocking: on its own thread, after what is queued, close the
+        file, remove it unless settled, give back its quota charge. Called on the event loop,
+        returns a future that is done when that has happened."""
+        if self._discarded:
+            return None
+        self._discarded = True
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        fut: asyncio.Future[None] | None = loop.create_future() if loop is not None else None
+
+        def cleanup() -> None:
+            self.close_file()
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass
+            self.spool._release(self.charged)
+            self.charged = 0
+
+        def done(_err: BaseException | None, _result: Any) -> None:
+            if loop is None or fut is None:
+                return
+
+            def resolve() -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
+            try:
+                loop.call_soon_threadsafe(resolve)
+            except RuntimeError:
+                pass
+
+        self._pipe.call(cleanup, done)
+        self._pipe.stop()
+        return fut
+
+    def join(self) -> None:
+        """Wait until the sink's thread has ended (tests)."""
+        self._pipe.join()
 
     def _consume(self, data: bytes | memoryview) -> None:
         if self._zstd is None:
@@ -357,22 +615,30 @@ class UploadSink:
             return
         self.spool._charge(n)
         self.charged += n
-        if self._pending_hole:
-            self._file.seek(self._pending_hole, os.SEEK_CUR)
-            self._pending_hole = 0
-        self._file.write(data)
-        if (
-            self.spool.fsync
-            and START_WRITEBACK is not None
-            and self.size >= self._synced + (WRITEBACK_STEP)
-        ):
-            self._file.flush()
-            START_WRITEBACK(self._file.fileno(), self._synced, self.size - self._synced)
-            self._synced = self.size
+        try:
+            if self._pending_hole:
+                self._file.seek(self._pending_hole, os.SEEK_CUR)
+                self._pending_hole = 0
+            self._file.write(data)
+            if self.size >= self._synced + WRITEBACK_STEP:
+                self._file.flush()
+                if self.spool.fsync and START_WRITEBACK is not None:
+                    START_WRITEBACK(self._file.fileno(), self._synced, self.size - self._synced)
+                self._synced = self.size
+                low = self.spool.low_on_space()
+                if low is not None:
+                    raise SpoolFull(
+                        f"{low}: the upload was stopped and nothing was kept; retry later",
+                        retry_after_s=RETRY_FULL_S,
+                    )
+        except OSError as e:
+            raise self.spool.disk_error(e, "write the upload to its spool") from None
 
     def finish(self) -> str:
-        """End of the upload: check it is complete; returns the dump's sha256."""
-        self._pipe.close()
+        """End of the upload, on the sink's thread: check it is complete and intact; returns
+        the dump's sha256."""
+        if self._pipe.error is not None:
+            raise self._pipe.error
         if self._zstd is not None:
             assert self._frames is not None
             if not self._frames.complete():
@@ -380,26 +646,41 @@ class UploadSink:
                     "the zstd stream ends inside a frame: the upload is truncated or not zstd "
                     f"({self._frames.describe()})"
                 )
-            self._zstd.flush()
+            try:
+                self._zstd.flush()
+            except zstandard.ZstdError as e:
+                raise BadUpload(f"the upload is not a valid zstd stream: {e}") from None
+            if self._frames.unchecked and not self.expected_sha256:
+                raise BadUpload(
+                    f"{self._frames.unchecked} zstd frame(s) of the upload carry no checksum and "
+                    "the metadata declares no expected_sha256, so damaged bytes could go "
+                    "unnoticed: compress with checksums (zstd's default; not --no-check) or "
+                    "declare expected_sha256"
+                )
         if self.size == 0:
             raise BadUpload("the upload holds no dump bytes (an empty file?)")
         if self.declared_size and self.size != self.declared_size:
             raise BadUpload(
                 f"the upload is truncated: {self.size} bytes received of the {self.declared_size}"
-                " its metadata declares"
+                " its metadata declares; nothing was kept"
             )
-        if self._pending_hole:
-            self._file.seek(self._pending_hole, os.SEEK_CUR)
-            self._pending_hole = 0
-        self._file.truncate(self.size)
-        self._file.flush()
+        try:
+            if self._pending_hole:
+                self._file.seek(self._pending_hole, os.SEEK_CUR)
+                self._pending_hole = 0
+            self._file.truncate(self.size)
+            self._file.flush()
+        except OSError as e:
+            raise self.spool.disk_error(e, "write the upload to its spool") from None
         self.sha256 = self._hash.hexdigest()
         return self.sha256
 
-    def close(self) -> None:
-        self._pipe.close(raise_error=False)
+    def close_file(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass  # a failed flush of a file that is dropped anyway
 
 
 @dataclass
@@ -416,6 +697,7 @@ class ZstdFrameWalker:
     def __init__(self, max_window: int) -> None:
         self.max_window = max_window
         self.frames = 0
+        self.unchecked = 0  # frames without a content checksum
         self._buf = bytearray()
         self._need = _Need("magic", 4)
         self._skip = 0
@@ -500,6 +782,7 @@ class ZstdFrameWalker:
             then = "block" if not last else ("checksum" if self._checksum else "end")
             if last and not self._checksum:
                 self.frames += 1
+                self.unchecked += 1
             self._skip_then(payload, then)
         elif what == "checksum":
             self.frames += 1

@@ -208,14 +208,35 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. A failed statement or COMMIT (``SQLITE_FULL`` on a full disk,
+        an I/O error) rolls the transaction back and raises; the connection stays usable, so
+        the next transaction succeeds once there is room again."""
         with self._lock:
+            if self._db.in_transaction:  # left open by an earlier failure: never build on it
+                self._rollback()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self._db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite may have rolled back itself (SQLITE_FULL); nothing is left open
+
+    def writable(self) -> bool:
+        """Whether a write transaction succeeds now (the health check's probe)."""
+        try:
+            with self._tx() as db:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('probe', ?)", (str(time.time()),))
+        except sqlite3.Error:
+            return False
+        return True
 
     # ------------------------------------------------------------------ jobs
     def find_live(self, sha256: str) -> JobRecord | None:

@@ -5,7 +5,10 @@
 use std::path::Path;
 
 use crate::container::{Container, DumpType, Header, OpenOptions, Run};
+use crate::error::Error;
 use crate::error::Result;
+use crate::kernel::codeview::{self, CodeView};
+use crate::kernel::pdb::Pdb;
 use crate::kernel::{Kdbg, Modules, Profile, Symbols};
 use crate::memory::{AddressSpace, PhysicalMemory, Translation};
 
@@ -20,6 +23,8 @@ pub struct Dump {
     pub symbols: Option<Symbols>,
     /// Where each kernel-level figure came from, and what could not be found.
     pub notes: Vec<String>,
+    /// The kernel's PDB identity from nt's RSDS record, or why it could not be read.
+    pub codeview: std::result::Result<CodeView, String>,
 }
 
 /// Options for [`Dump::open`]; the profile overrides the built-in one chosen by build.
@@ -57,6 +62,29 @@ impl Dump {
         };
         notes.push(profile_choice.clone());
         let (kdbg, modules) = load_kernel(&container, &profile, &mut notes);
+        let base = kdbg
+            .as_ref()
+            .and_then(Kdbg::kern_base)
+            .or_else(|| modules.list.first().map(|m| m.base));
+        let codeview = match base {
+            Some(b) => {
+                let space = AddressSpace::new(
+                    PhysicalMemory::new(&container),
+                    container.header.directory_table_base,
+                );
+                codeview::read(&space, b)
+            }
+            None => Err("nt's image base is unknown (no KDBG, no module list)".into()),
+        };
+        match &codeview {
+            Ok(c) => notes.push(format!(
+                "kernel PDB {} {} from {}",
+                c.id.name,
+                c.id.store_id(),
+                c.found_by
+            )),
+            Err(why) => notes.push(format!("kernel PDB not identified: {why}")),
+        }
         Ok(Dump {
             container,
             profile,
@@ -65,7 +93,42 @@ impl Dump {
             modules,
             symbols: None,
             notes,
+            codeview,
         })
+    }
+
+    /// Use a PDB's symbols, once its GUID and age are checked against nt's RSDS record: a PDB of
+    /// another build is refused with both identities. When the dump's record cannot be read the
+    /// PDB is used and a note says it could not be checked.
+    pub fn use_pdb(&mut self, pdb: Pdb) -> Result<()> {
+        match &self.codeview {
+            Ok(cv) if !cv.id.same_build(&pdb.id) => {
+                return Err(Error::symbols(format!(
+                    "PDB {} is {} {} (GUID {}, age {}), but the dump's kernel was built with {} \
+                     {} (GUID {}, age {}): refused, its addresses and layouts would be another \
+                     build's",
+                    pdb.symbols.origin,
+                    pdb.id.name,
+                    pdb.id.store_id(),
+                    pdb.id.guid(),
+                    pdb.id.age,
+                    cv.id.name,
+                    cv.id.store_id(),
+                    cv.id.guid(),
+                    cv.id.age
+                )));
+            }
+            Ok(_) => self.notes.push(format!(
+                "symbols: {} ({}), GUID and age match nt's RSDS record",
+                pdb.symbols.source, pdb.symbols.origin
+            )),
+            Err(why) => self.notes.push(format!(
+                "symbols: {} ({}) used unchecked: the dump's kernel PDB is not identified ({why})",
+                pdb.symbols.source, pdb.symbols.origin
+            )),
+        }
+        self.symbols = Some(pdb.symbols);
+        Ok(())
     }
 
     pub fn header(&self) -> &Header {

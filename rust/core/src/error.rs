@@ -15,6 +15,8 @@ pub enum ErrorKind {
     Limit,
     /// The operating system refused a read, map or write.
     Io,
+    /// A symbol file (PDB) that is malformed or is not the dump's kernel's.
+    Symbols,
 }
 
 /// Where an error points: a byte offset in the (decompressed) dump file, or a memory address.
@@ -70,6 +72,13 @@ impl Error {
     pub fn limit(reason: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Limit,
+            location: Location::None,
+            reason: reason.into(),
+        }
+    }
+    pub fn symbols(reason: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Symbols,
             location: Location::None,
             reason: reason.into(),
         }

@@ -46,6 +46,12 @@ create_exception!(
     PoolscopeError,
     "A configured limit was hit (e.g. decompressed size)."
 );
+create_exception!(
+    poolscope,
+    SymbolsError,
+    PoolscopeError,
+    "A symbol file (PDB) that is malformed or is not the dump's kernel's (see .reason)."
+);
 
 /// `DumpIOError`: an operating-system error while opening or reading a dump (its message names
 /// the path), both a `PoolscopeError` and an `OSError`. Created at module init (two bases).
@@ -66,6 +72,7 @@ fn to_py(py: Python<'_>, e: Error) -> PyErr {
             Some(t) => PyErr::from_type(t, msg),
             None => return PyOSError::new_err(msg),
         },
+        ErrorKind::Symbols => SymbolsError::new_err(msg),
     };
     let value = err.value(py);
     let (offset, address, space) = match e.location {
@@ -208,6 +215,9 @@ impl Translation {
         )
     }
 }
+
+/// (PDB name, GUID, age, store id, how it was found).
+type CodeViewTuple = (String, String, u32, String, String);
 
 /// An open dump. Methods release the GIL; `close()` (or leaving a `with` block) unmaps it.
 #[pyclass(subclass, module = "poolscope._native")]
@@ -425,6 +435,51 @@ impl Dump {
     #[getter]
     fn notes(&self) -> PyResult<Vec<String>> {
         Ok(self.get()?.notes.clone())
+    }
+
+    /// The kernel's PDB from nt's RSDS record: (name, GUID, age, store id, how found), or None.
+    #[getter]
+    fn codeview(&self) -> PyResult<Option<CodeViewTuple>> {
+        let d = self.get()?;
+        Ok(d.codeview.as_ref().ok().map(|c| {
+            (
+                c.id.name.clone(),
+                c.id.guid(),
+                c.id.age,
+                c.id.store_id(),
+                c.found_by.clone(),
+            )
+        }))
+    }
+
+    /// Why nt's RSDS record could not be read (None when it was).
+    #[getter]
+    fn codeview_problem(&self) -> PyResult<Option<String>> {
+        Ok(self.get()?.codeview.as_ref().err().cloned())
+    }
+
+    /// What `sources` says of figures read with the symbols in use (None without symbols).
+    #[getter]
+    fn symbols_source(&self) -> PyResult<Option<String>> {
+        Ok(self.get()?.symbols.as_ref().map(|s| s.source.clone()))
+    }
+
+    /// Use a PDB's symbols (bytes of the file; `file` names it): refused with `SymbolsError`
+    /// when its GUID/age are not those of nt's RSDS record. Only before any analysis runs.
+    fn use_pdb(&self, py: Python<'_>, data: &[u8], file: String) -> PyResult<()> {
+        let pdb = py
+            .detach(|| poolscope_core::kernel::pdb::read(data, &file))
+            .map_err(|e| to_py(py, e))?;
+        let mut guard = self
+            .inner
+            .write()
+            .map_err(|_| PyValueError::new_err("dump lock poisoned"))?;
+        let arc = guard
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("I/O operation on a closed dump"))?;
+        let dump = Arc::get_mut(arc)
+            .ok_or_else(|| PyValueError::new_err("symbols can only be set before analyses run"))?;
+        dump.use_pdb(pdb).map_err(|e| to_py(py, e))
     }
 
     #[getter]
@@ -951,6 +1006,63 @@ fn profile_for_build(py: Python<'_>, build: u32) -> PyResult<(String, String)> {
     Ok((p.name, why))
 }
 
+/// A PDB read as poolscope reads it (for checks and tests): {name, guid, age, id, publics,
+/// data_symbols, globals {name: rva}, types {name: {size, fields {name: (offset, width, shift,
+/// bits)}, members {name: (offset, type_name, count)}}}}.
+#[pyfunction]
+#[pyo3(signature = (data, file="(PDB)".to_string()))]
+fn read_pdb(py: Python<'_>, data: &[u8], file: String) -> PyResult<Py<PyDict>> {
+    let pdb = py
+        .detach(|| poolscope_core::kernel::pdb::read(data, &file))
+        .map_err(|e| to_py(py, e))?;
+    let d = PyDict::new(py);
+    d.set_item("name", &pdb.id.name)?;
+    d.set_item("guid", pdb.id.guid())?;
+    d.set_item("age", pdb.id.age)?;
+    d.set_item("id", pdb.id.store_id())?;
+    d.set_item("source", &pdb.symbols.source)?;
+    d.set_item("publics", pdb.counts.0)?;
+    d.set_item("data_symbols", pdb.counts.1)?;
+    let globals = PyDict::new(py);
+    for (k, v) in &pdb.symbols.globals {
+        globals.set_item(k, v)?;
+    }
+    d.set_item("globals", globals)?;
+    let types = PyDict::new(py);
+    for (name, t) in &pdb.symbols.types {
+        let td = PyDict::new(py);
+        td.set_item("size", t.size)?;
+        let fields = PyDict::new(py);
+        for (f, at) in &t.fields {
+            fields.set_item(f, at.parts())?;
+        }
+        let members = PyDict::new(py);
+        for (m, mem) in &t.members {
+            members.set_item(m, (mem.offset, mem.type_name.clone(), mem.count))?;
+        }
+        td.set_item("fields", fields)?;
+        td.set_item("members", members)?;
+        types.set_item(name, td)?;
+    }
+    d.set_item("types", types)?;
+    Ok(d.unbind())
+}
+
+/// GUID, age and store id of a PDB, read from its info and DBI streams only: (name, guid, age,
+/// id). What a symbol store lookup checks before it caches or uses a file.
+#[pyfunction]
+#[pyo3(signature = (data, file="(PDB)".to_string()))]
+fn pdb_identity(
+    py: Python<'_>,
+    data: &[u8],
+    file: String,
+) -> PyResult<(String, String, u32, String)> {
+    let id = py
+        .detach(|| poolscope_core::kernel::pdb::identify(data, &file))
+        .map_err(|e| to_py(py, e))?;
+    Ok((id.name.clone(), id.guid(), id.age, id.store_id()))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -962,6 +1074,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("MemoryNotPresent", py.get_type::<MemoryNotPresent>())?;
     m.add("LimitExceeded", py.get_type::<LimitExceeded>())?;
+    m.add("SymbolsError", py.get_type::<SymbolsError>())?;
     let bases = pyo3::types::PyTuple::new(
         py,
         [
@@ -992,5 +1105,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tag_name, m)?)?;
     m.add_function(wrap_pyfunction!(builtin_profiles, m)?)?;
     m.add_function(wrap_pyfunction!(profile_for_build, m)?)?;
+    m.add_function(wrap_pyfunction!(read_pdb, m)?)?;
+    m.add_function(wrap_pyfunction!(pdb_identity, m)?)?;
     Ok(())
 }

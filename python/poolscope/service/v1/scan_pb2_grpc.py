@@ -83,7 +83,10 @@ class ScanServiceServicer:
         """Streams one dump to the server. The first message carries `metadata`, every following one a
         `chunk` of the file's bytes (as they are on disk: plain or zstd-compressed, as the metadata
         says). The server hashes the decompressed bytes as they arrive and spools them to disk; a
-        dump whose content was already submitted returns the existing job (`deduplicated`).
+        dump whose content was already submitted returns the existing job (`deduplicated`). The
+        upload becomes a job only when the stream ends normally and the bytes match what the metadata
+        declares (`size_bytes` and/or `expected_sha256`, one of them required; zstd frame checksums);
+        anything else leaves nothing behind.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,7 +94,9 @@ class ScanServiceServicer:
 
     def SubmitPath(self, request, context):
         """Scans a dump the server can read itself, under one of its allowed roots (PERMISSION_DENIED
-        otherwise, also for a symbolic link that leaves the roots).
+        otherwise, also for a path through any symbolic link). The file is opened once, beneath its
+        root, and the scan reads that open file: renaming or swapping names afterwards changes
+        nothing. Only regular files are taken (INVALID_ARGUMENT at once for FIFOs, devices, sockets).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,6 +40,11 @@ impl FieldAt {
         })
     }
 
+    /// (offset, width, shift, bits).
+    pub fn parts(&self) -> (usize, u8, u8, u8) {
+        (self.offset, self.width, self.shift, self.bits)
+    }
+
     pub fn new(f: &Field) -> Option<Self> {
         let offset = parse_int(&f.offset)? as usize;
         let width = f.width;

@@ -37,8 +37,11 @@ const MAX_DEPTH: usize = 8;
 
 #[derive(Debug, Clone, Default)]
 pub struct Symbols {
-    /// Where the table came from (file name), for `sources`.
+    /// Where the table came from (file name).
     pub origin: String,
+    /// What `sources` says of a figure read with it: `symbols FILE` (ISF) or
+    /// `pdb NAME GUIDAGE` (a PDB).
+    pub source: String,
     /// Symbol → address relative to the kernel base.
     pub globals: HashMap<String, u64>,
     pub types: HashMap<String, StructLayout>,
@@ -69,6 +72,7 @@ impl Symbols {
             .unwrap_or_default();
         let mut out = Symbols {
             origin: origin.to_string(),
+            source: format!("symbols {origin}"),
             ..Default::default()
         };
         for (name, v) in syms {

@@ -47,7 +47,7 @@ pub fn address_of(name: &str, k: Kernel, sources: &mut Sources) -> Result<u64> {
     let (kdbg, layout) = (k.kdbg, k.layout);
     if let (Some(s), Some(base)) = (k.symbols, kdbg.kern_base()) {
         if let Some(va) = s.address(name, base) {
-            sources.insert(name.into(), format!("symbols {}", s.origin));
+            sources.insert(name.into(), s.source.clone());
             return Ok(va);
         }
     }

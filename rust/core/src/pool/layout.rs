@@ -333,7 +333,7 @@ impl PoolLayout {
                 t.size,
                 names.iter().map(|n| ((*n).to_string(), t.fields[*n])),
             );
-            sources.insert(ty.into(), format!("symbols {}", syms.origin));
+            sources.insert(ty.into(), syms.source.clone());
         }
         if let Some(seg) = self.segment.as_mut() {
             seg.apply_symbols(syms, sources);

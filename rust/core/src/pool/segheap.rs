@@ -137,7 +137,7 @@ impl SegLayout {
     /// the table gives `Sizes.UnsafeSize`, `.UnsafePrevSize` and `.Allocated` as bitfields.
     pub fn apply_symbols(&mut self, syms: &Symbols, sources: &mut Sources) {
         let mut took = |ty: &str| {
-            sources.insert(ty.into(), format!("symbols {}", syms.origin));
+            sources.insert(ty.into(), syms.source.clone());
         };
         // Offsets inside a subsegment's first page (or the heap globals' first page).
         let offsets = |ty: &str, names: [&str; 2]| {

@@ -507,9 +507,9 @@ pub fn read(
     let list = ctx.symbol("VfSuspectDriversList");
     let avl = ctx.symbol("ViTargetDriversAvl");
     if let (Some(list), Some(avl)) = (list, avl) {
-        let origin = ctx.symbols.map_or("", |s| s.origin.as_str());
-        sources.insert("VfSuspectDriversList".into(), format!("symbols {origin}"));
-        sources.insert("ViTargetDriversAvl".into(), format!("symbols {origin}"));
+        let origin = ctx.symbols.map_or("", |s| s.source.as_str());
+        sources.insert("VfSuspectDriversList".into(), origin.to_string());
+        sources.insert("ViTargetDriversAvl".into(), origin.to_string());
         let suspects = walk_suspects(m, ctx.layout, list, notes)?;
         let nodes = walk_avl(m, ctx.layout, avl, notes)?;
         let thunked = nodes.iter().filter(|n| n.verified_data == 0).count();

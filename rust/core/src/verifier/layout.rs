@@ -306,13 +306,13 @@ impl VerifierLayout {
             }
             if let (None, true) = (&missing, (1..=MAX_STRUCT).contains(&t.size)) {
                 entry.replace(t.size, found);
-                sources.insert(ty.into(), format!("symbols {}", syms.origin));
+                sources.insert(ty.into(), syms.source.clone());
             } else {
                 sources.insert(
                     ty.into(),
                     format!(
-                        "profile (symbols {} lack {})",
-                        syms.origin,
+                        "profile ({} lack {})",
+                        syms.source,
                         missing.as_deref().unwrap_or("a plausible size")
                     ),
                 );

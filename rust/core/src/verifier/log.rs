@@ -573,11 +573,11 @@ pub fn read<C: Columns>(
             )));
         }
         let length = check_length(which.length, u64::from(length))?;
-        let origin = ctx.symbols.map_or("", |s| s.origin.as_str());
+        let origin = ctx.symbols.map_or("", |s| s.source.as_str());
         sources.insert(
             which.buffer.into(),
             format!(
-                "symbols {origin} (newest first from {} & ({} - 1))",
+                "{origin} (newest first from {} & ({} - 1))",
                 which.index, which.length
             ),
         );

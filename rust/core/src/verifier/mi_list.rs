@@ -137,8 +137,8 @@ pub fn read(
 ) -> Result<Vec<Driver>> {
     let e = layout(ctx)?;
     if let Some(head) = ctx.symbol(LIST) {
-        let origin = ctx.symbols.map_or("", |s| s.origin.as_str());
-        sources.insert(LIST.into(), format!("symbols {origin}"));
+        let origin = ctx.symbols.map_or("", |s| s.source.as_str());
+        sources.insert(LIST.into(), origin.to_string());
         sources.insert("verifier_drivers".into(), format!("{LIST} (symbols)"));
         let entries = walk_list(m, e, KIND, LIST, head, notes)?;
         return Ok(assemble(m, ctx, e, &entries, notes));

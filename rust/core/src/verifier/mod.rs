@@ -222,8 +222,8 @@ fn mm_verifier_data(ctx: &Context, sources: &mut Sources) -> Result<u64> {
         return Ok(va);
     }
     if let Some(va) = ctx.symbol("MmVerifierData") {
-        let origin = ctx.symbols.map_or("", |s| s.origin.as_str());
-        sources.insert("MmVerifierData".into(), format!("symbols {origin}"));
+        let origin = ctx.symbols.map_or("", |s| s.source.as_str());
+        sources.insert("MmVerifierData".into(), origin.to_string());
         return Ok(va);
     }
     Err(Error::unsupported(

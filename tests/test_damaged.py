@@ -192,6 +192,8 @@ def test_truncated_dump_opens_with_a_warning_and_reads_the_pages_present(
         assert set(blocks) <= set(want) and len(blocks) >= 0.5 * len(want)
     doc, _ = scan(path)
     assert doc["coverage"]["truncated"] and doc["coverage"]["pages_missing"] == pages - present
+    assert doc["pool_scan"]["pages_missing"] == pages - present
+    assert doc["pool_scan"]["pages_scanned"] <= present
     assert doc["findings"][0]["kind"] == "dump_truncated"
     assert all(f["evidence"].get("pages_missing") == pages - present for f in doc["findings"][1:])
     # what could not be computed says why; what could, is

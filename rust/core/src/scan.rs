@@ -387,7 +387,12 @@ impl Analysis {
             "memory": self.memory.as_ref().map_or(Value::Null, memory_json),
             "poolused": rows.iter().map(usage_json).collect::<Vec<_>>(),
             "poolused_session": session_rows.iter().map(usage_json).collect::<Vec<_>>(),
-            "pool_scan": self.pool_scan.as_ref().map_or(Value::Null, |s| pool_scan_json(s, self.layout.as_ref())),
+            "pool_scan": self.pool_scan.as_ref().map_or(Value::Null, |s| {
+                // the pages a truncated file lacks were not scanned: say how many
+                let mut doc = pool_scan_json(s, self.layout.as_ref());
+                doc["pages_missing"] = json!(self.truncated.map_or(0, |c| c.pages_missing));
+                doc
+            }),
             "bigpool": self.bigpool.as_ref().map_or(Value::Array(vec![]), bigpool_json),
             "tag_owners": owners_json(&self.owners),
             "verifier": match &self.verifier {

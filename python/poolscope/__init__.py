@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from poolscope._native import (
     Bugcheck,
     DumpFormatError,
+    DumpIOError,
     Header,
     Kdbg,
     LimitExceeded,
@@ -31,6 +33,7 @@ __all__ = [
     "Bugcheck",
     "Dump",
     "DumpFormatError",
+    "DumpIOError",
     "Header",
     "Kdbg",
     "LimitExceeded",
@@ -51,6 +54,29 @@ __version__ = "0.1.0"
 
 #: Default ceiling on the decompressed size of a ``.zst`` dump (a decompression bomb is refused).
 DEFAULT_MAX_DECOMPRESSED = 64 << 30
+
+
+def _read_regular(path: str | os.PathLike[str], what: str) -> bytes:
+    """The bytes of a regular file; anything else (FIFO, device, directory) or an OS error is a
+    ``DumpIOError`` naming the path, raised without blocking."""
+
+    def error(reason: str, errno: int | None = None) -> DumpIOError:
+        e = DumpIOError(reason) if errno is None else DumpIOError(errno, reason)
+        e.reason, e.offset, e.address, e.address_space = reason, None, None, None
+        return e
+
+    name = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise error(f"cannot open {what} {name}: {e.strerror}", e.errno) from e
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"cannot open {what} {name}: not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 def open(  # noqa: A001 - mirrors builtins.open on purpose: poolscope.open(path)
@@ -80,7 +106,7 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: poolscope.open(path)
     symbols_json = None
     pdb = None
     if symbols is not None:
-        raw = Path(symbols).read_bytes()
+        raw = _read_regular(symbols, "symbol table")
         if raw.startswith(PDB_MAGIC):
             pdb = raw
         else:
@@ -89,7 +115,7 @@ def open(  # noqa: A001 - mirrors builtins.open on purpose: poolscope.open(path)
     if isinstance(profile, dict):
         profile_json = json.dumps(profile)
     elif profile is not None:
-        profile_json = Path(profile).read_text()
+        profile_json = _read_regular(profile, "profile").decode()
     dump = Dump(
         os.fspath(path),
         max_decompressed=max_decompressed,

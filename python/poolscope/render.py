@@ -36,6 +36,14 @@ def info(report: dict[str, Any], console: Console) -> None:
         ("KDBG", "not found" if kdbg is None else f"{kdbg['va']} via {kdbg['source']}"),
         ("Profile", report["profile"]),
     ]
+    if report.get("truncated"):
+        tr = report["truncated"]
+        rows.append((
+            "[bold yellow]Truncated[/]",
+            f"file ends at {tr['actual_size']:,} of {tr['expected_size']:,} bytes: "
+            f"{tr['pages_missing']:,} of {tr['pages_expected']:,} pages missing "
+            f"({tr['missing_share']:.0%}), read as not present",
+        ))  # fmt: skip
     if report["comment"]:
         rows.append(("Comment", report["comment"]))
     for k, v in rows:

@@ -26,6 +26,22 @@ def iso_time(unix_seconds: float | None) -> str | None:
     return datetime.fromtimestamp(unix_seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
+def truncated_json(dump: Dump) -> dict[str, Any] | None:
+    """``info --json``'s ``truncated``: null, or where a dump cut short ends and what it lacks."""
+    t = dump.truncated
+    if t is None:
+        return None
+    expected, actual, pages, missing = t
+    return {
+        "expected_size": expected,
+        "actual_size": actual,
+        "pages_expected": pages,
+        "pages_missing": missing,
+        "pages_present": pages - missing,
+        "missing_share": round(missing / pages, 4) if pages else 0.0,
+    }
+
+
 def info(dump: Dump) -> dict[str, Any]:
     """What ``poolscope info --json`` prints.
 
@@ -35,7 +51,9 @@ def info(dump: Dump) -> dict[str, Any]:
     encoded, located_by, header_pointer, header_pointer_problem, nt_image {base, size,
     found_by}, kd_copy_data_block, keys {KdpDataBlockEncoded, KiWaitNever, KiWaitAlways}},
     symbols {pdb, guid, age, id, found_by, problem, used, file, lookup, lookup_problem},
-    directory_table_base, comment, decompressed, notes.
+    directory_table_base, comment, decompressed, notes; truncated (null, or {expected_size,
+    actual_size, pages_expected, pages_missing, pages_present, missing_share} for a dump cut
+    short: its missing pages read as not present).
     """
     h = dump.header
     kdbg = dump.kdbg
@@ -86,6 +104,7 @@ def info(dump: Dump) -> dict[str, Any]:
         "directory_table_base": hex_(h.directory_table_base),
         "comment": h.comment,
         "decompressed": dump.decompressed,
+        "truncated": truncated_json(dump),
         "notes": dump.notes,
     }
 
@@ -128,7 +147,8 @@ class Report:
     findings, sources (and, added: unavailable — each section that could not be computed, and
     why; verifier — Driver Verifier statistics, drivers, tracked allocations and logs;
     poolused_session — the session pool's tagging database, ``!poolused 8``, rows with the keys
-    of ``poolused``)."""
+    of ``poolused``; coverage — whether the dump is truncated and how many pages every section
+    could not see)."""
 
     dump: dict[str, Any]
     memory: dict[str, Any] | None
@@ -141,6 +161,7 @@ class Report:
     unavailable: dict[str, str] = field(default_factory=dict)
     verifier: dict[str, Any] | None = None
     poolused_session: list[dict[str, Any]] = field(default_factory=list)
+    coverage: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

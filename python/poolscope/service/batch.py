@@ -18,6 +18,7 @@ import json
 import os
 import queue
 import shutil
+import stat
 import tarfile
 import tempfile
 import threading
@@ -76,6 +77,23 @@ class BatchResult:
     aggregate: dict[str, Any] = field(default_factory=dict)
 
 
+def not_regular(path: Path) -> str:
+    """Why ``path`` cannot be read as a dump or an archive without blocking ("" when it is a
+    regular file): FIFOs, devices, sockets and directories are refused before any open."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        return f"cannot read {path}: {e.strerror or e}"
+    if stat.S_ISREG(mode):
+        return ""
+    kind = (
+        "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a directory" if stat.S_ISDIR(mode) else "a special file"
+    )  # fmt: skip
+    return f"not a regular file: {path} is {kind}"
+
+
 def _host_of(parts: tuple[str, ...], host_from: str) -> str:
     if host_from == "none" or len(parts) < 2:
         return ""
@@ -131,6 +149,9 @@ class Discovery:
             size += w.size
         for path in self._archives():
             low = path.name.lower()
+            if not_regular(path):
+                files += 1
+                continue
             try:
                 if low.endswith(".zip"):
                     with zipfile.ZipFile(path) as zf:
@@ -177,7 +198,9 @@ class Discovery:
     def __iter__(self) -> Iterator[Work]:
         for f, parts in self._walk():
             name = f.name
-            if is_archive(name):
+            if (is_archive(name) or is_dump(name)) and (why := not_regular(f)):
+                yield Work(str(f), "", 0, error=why)
+            elif is_archive(name):
                 yield from self._archive(f)
             elif is_dump(name):
                 try:

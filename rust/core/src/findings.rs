@@ -87,45 +87,243 @@ pub fn memory(vm: &MemorySummary) -> Vec<Finding> {
     out
 }
 
-/// Tags holding a dominant share of a pool's tracked bytes: (tag, pool name, bytes, share).
-pub fn dominant_tags(rows: &[TagUsage], t: &Thresholds) -> Vec<(u32, &'static str, u64, f64)> {
-    let np_total: u64 = rows.iter().map(|u| u.nonpaged_bytes).sum();
-    let p_total: u64 = rows.iter().map(|u| u.paged_bytes).sum();
-    let mut out = Vec::new();
-    for u in rows {
-        for (pool, bytes, total) in [
-            ("nonpaged", u.nonpaged_bytes, np_total),
-            ("paged", u.paged_bytes, p_total),
-        ] {
-            if total > 0 && bytes as f64 >= t.dominant_share * total as f64 {
-                out.push((u.tag, pool, bytes, bytes as f64 / total as f64));
+/// A dump cut short: what the analyses could not see.
+pub fn truncated(c: &crate::container::Truncation) -> Finding {
+    let share = c.pages_missing as f64 / c.pages_expected.max(1) as f64;
+    Finding {
+        kind: "dump_truncated",
+        severity: Severity::Low,
+        summary: format!(
+            "the dump file is truncated ({} of {} bytes): {} of {} pages ({:.0}%) are missing; every figure below rests on the {} pages present",
+            c.actual_size,
+            c.expected_size,
+            c.pages_missing,
+            c.pages_expected,
+            share * 100.0,
+            c.pages_expected - c.pages_missing
+        ),
+        evidence: json!({"expected_size": c.expected_size, "actual_size": c.actual_size,
+                         "pages_expected": c.pages_expected, "pages_missing": c.pages_missing,
+                         "missing_share": (share * 10000.0).round() / 10000.0}),
+    }
+}
+
+/// Where the per-tag figures of the dominant-tag findings come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagSource {
+    /// The tagging database (`poolused`).
+    Tracker,
+    /// The pool page scan's blocks plus the big-pool table's live entries (the tagging database
+    /// is unavailable or was refused).
+    Found,
+}
+
+impl TagSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            TagSource::Tracker => "poolused",
+            TagSource::Found => "pool_scan+bigpool",
+        }
+    }
+    fn what(self) -> &'static str {
+        match self {
+            TagSource::Tracker => "tracked bytes",
+            TagSource::Found => {
+                "bytes found by the page scan and the big-pool table (the tagging database is unavailable)"
             }
         }
+    }
+}
+
+/// At most this many dominant tags per pool become findings (whatever the threshold).
+pub const MAX_DOMINANT_PER_POOL: usize = 8;
+
+/// A count that became "negative" (a per-processor table read alone wraps below zero), as
+/// the kernel's signed view sees it.
+fn negative(v: u64) -> bool {
+    v > i64::MAX as u64
+}
+
+/// Tags holding a dominant share of a pool's bytes: (tag, pool name, bytes, share). Only
+/// plausible tags with non-negative counts take part, so no share exceeds 100%; at most
+/// [`MAX_DOMINANT_PER_POOL`] per pool, the largest first.
+pub fn dominant_tags(rows: &[TagUsage], t: &Thresholds) -> Vec<(u32, &'static str, u64, f64)> {
+    let usable = |u: &&TagUsage| tag::plausible(u.tag);
+    let total = |f: fn(&TagUsage) -> u64| -> u128 {
+        rows.iter()
+            .filter(usable)
+            .map(f)
+            .filter(|&b| !negative(b))
+            .map(u128::from)
+            .sum()
+    };
+    let np_total = total(|u| u.nonpaged_bytes);
+    let p_total = total(|u| u.paged_bytes);
+    let mut out = Vec::new();
+    for (pool, total, get) in [
+        (
+            "nonpaged",
+            np_total,
+            (|u: &TagUsage| u.nonpaged_bytes) as fn(&TagUsage) -> u64,
+        ),
+        ("paged", p_total, |u: &TagUsage| u.paged_bytes),
+    ] {
+        let mut mine: Vec<(u32, &'static str, u64, f64)> = rows
+            .iter()
+            .filter(usable)
+            .map(|u| (u.tag, get(u)))
+            .filter(|&(_, b)| b > 0 && !negative(b))
+            .filter(|&(_, b)| total > 0 && b as f64 >= t.dominant_share * total as f64)
+            .map(|(tg, b)| (tg, pool, b, (b as f64 / total as f64).min(1.0)))
+            .collect();
+        mine.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        mine.truncate(MAX_DOMINANT_PER_POOL);
+        out.extend(mine);
     }
     out
 }
 
-pub fn dominant(rows: &[TagUsage], vm: Option<&MemorySummary>, t: &Thresholds) -> Vec<Finding> {
+pub fn dominant(
+    rows: &[TagUsage],
+    vm: Option<&MemorySummary>,
+    t: &Thresholds,
+    source: TagSource,
+) -> Vec<Finding> {
+    let by_tag: HashMap<u32, TagUsage> = rows.iter().map(|u| (u.tag, *u)).collect();
     dominant_tags(rows, t)
         .into_iter()
         .map(|(tg, pool, bytes, share)| {
-            let u = rows.iter().find(|u| u.tag == tg).copied().unwrap_or_default();
+            let u = by_tag.get(&tg).copied().unwrap_or_default();
             let in_use = if pool == "nonpaged" { u.nonpaged_in_use() } else { u.paged_in_use() };
             let excessive = vm.is_some_and(|v| if pool == "nonpaged" { v.excessive_nonpaged } else { v.excessive_paged });
             Finding {
                 kind: "dominant_tag",
                 severity: if excessive { Severity::High } else { Severity::Medium },
                 summary: format!(
-                    "tag {} holds {:.0}% of {pool} pool: {in_use} allocations, {bytes} bytes ({})",
+                    "tag {} holds {:.0}% of {pool} pool {}: {in_use} allocations, {bytes} bytes ({})",
                     tag::to_string(tg),
                     share * 100.0,
+                    source.what(),
                     mib(bytes)
                 ),
                 evidence: json!({"tag": tag::to_string(tg), "pool": pool, "bytes": bytes, "allocations": in_use,
-                                 "share": (share * 1000.0).round() / 1000.0, "threshold": t.dominant_share}),
+                                 "share": (share * 1000.0).round() / 1000.0, "threshold": t.dominant_share,
+                                 "source": source.name()}),
             }
         })
         .collect()
+}
+
+/// Per-tag figures from what the dump shows directly: the page scan's allocated blocks and the
+/// big-pool table's live entries, for the global pools (session pool has its own accounting),
+/// as `!poolused`-shaped rows (allocations outstanding, no frees). Big-pool entries with an
+/// implausible tag or more bytes than `ceiling` are left out.
+pub fn found_usage(scan: Option<&PoolScan>, big: Option<&BigPool>, ceiling: u64) -> Vec<TagUsage> {
+    let mut by: HashMap<u32, TagUsage> = HashMap::new();
+    let mut add = |tg: u32, pool: Pool, n: u64, bytes: u64| {
+        let u = by.entry(tg).or_insert(TagUsage {
+            tag: tg,
+            ..Default::default()
+        });
+        match pool {
+            Pool::NonPaged => {
+                u.nonpaged_allocs += n;
+                u.nonpaged_bytes = u.nonpaged_bytes.saturating_add(bytes);
+            }
+            Pool::Paged => {
+                u.paged_allocs += n;
+                u.paged_bytes = u.paged_bytes.saturating_add(bytes);
+            }
+            _ => {}
+        }
+    };
+    if let Some(s) = scan {
+        for ((tg, pool), c) in &s.tags {
+            if c.allocated > 0 && tag::plausible(*tg) {
+                add(*tg, *pool, c.allocated, c.allocated_bytes);
+            }
+        }
+    }
+    if let Some(b) = big {
+        for p in b.pages.iter().filter(|p| !p.free) {
+            if tag::plausible(p.tag) && p.bytes > 0 && p.bytes <= ceiling {
+                add(tag::normalize(p.tag), p.pool, 1, p.bytes);
+            }
+        }
+    }
+    let mut rows: Vec<TagUsage> = by
+        .into_values()
+        .filter(|u| u.nonpaged_bytes != 0 || u.paged_bytes != 0)
+        .collect();
+    rows.sort_by(|a, b| {
+        (b.nonpaged_bytes, b.paged_bytes)
+            .cmp(&(a.nonpaged_bytes, a.paged_bytes))
+            .then(a.tag.cmp(&b.tag))
+    });
+    rows
+}
+
+/// Why the tagging database's figures cannot be true, if they cannot: a pool's bytes (summed
+/// over plausible tags) larger than the pool can hold (its maximum, else physical memory), or
+/// most rows with tags no allocator accepts.
+pub fn implausible_tracker(
+    rows: &[TagUsage],
+    vm: Option<&MemorySummary>,
+    present_pages: u64,
+) -> Option<String> {
+    if rows.is_empty() {
+        return None;
+    }
+    let bad_tags = rows.iter().filter(|u| !tag::plausible(u.tag)).count();
+    if bad_tags * 2 > rows.len() {
+        return Some(format!(
+            "{bad_tags} of its {} tags are not plausible pool tags (printable ASCII): not a tagging database",
+            rows.len()
+        ));
+    }
+    let phys = vm
+        .and_then(|v| v.physical_pages)
+        .unwrap_or(0)
+        .max(present_pages)
+        .saturating_mul(0x1000);
+    for (pool, max_pages, get) in [
+        (
+            "nonpaged",
+            vm.and_then(|v| v.nonpaged_pool_max_pages),
+            (|u: &TagUsage| u.nonpaged_bytes) as fn(&TagUsage) -> u64,
+        ),
+        (
+            "paged",
+            vm.and_then(|v| v.paged_pool_max_pages.max(v.commit_limit_pages)),
+            |u: &TagUsage| u.paged_bytes,
+        ),
+    ] {
+        let (ceiling, what) = match max_pages.filter(|&m| m > 0) {
+            Some(m) => (
+                m.saturating_mul(0x1000)
+                    .max(if pool == "nonpaged" { 0 } else { phys }),
+                format!(
+                    "the {pool} pool's maximum of {} bytes",
+                    m.saturating_mul(0x1000)
+                ),
+            ),
+            None if phys > 0 => (phys, format!("physical memory ({phys} bytes)")),
+            None => continue,
+        };
+        let sum: u128 = rows
+            .iter()
+            .filter(|u| tag::plausible(u.tag))
+            .map(get)
+            .filter(|&b| !negative(b))
+            .map(u128::from)
+            .sum();
+        if sum > u128::from(ceiling) {
+            return Some(format!(
+                "its tags hold {sum} bytes of {pool} pool, more than {what}: the table is not what it claims"
+            ));
+        }
+    }
+    None
 }
 
 pub fn owners(tg: u32, owners: &[Owner]) -> Finding {

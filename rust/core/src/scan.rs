@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Map, Value};
 
+use crate::container::Truncation;
 use crate::dump::Dump;
 use crate::error::{Error, Result};
-use crate::findings::{self, Finding, Thresholds};
+use crate::findings::{self, Finding, TagSource, Thresholds};
 use crate::memory::ReverseMap;
 use crate::pool::globals::{Kernel, Sources};
 use crate::pool::layout::Allocator;
@@ -60,6 +61,8 @@ pub struct Analysis {
     pub findings: Vec<Finding>,
     pub sources: Sources,
     pub unavailable: BTreeMap<String, String>,
+    /// Set when the dump file is cut short: every analysis saw only the pages present.
+    pub truncated: Option<Truncation>,
 }
 
 fn hex(v: u64) -> String {
@@ -88,17 +91,29 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
             a.sources.insert("memory".into(), "KDBG variables".into());
             if let Some(l) = &layout {
                 let kernel = kernel_of(dump, k, l);
-                match TrackerTable::read(&mut tr, kernel, &mut a.sources) {
-                    Ok(t) => a.tracker = Some(t),
+                // The big-pool table first: it holds the tracker table's own allocation, whose
+                // size the tracker's entry count is checked against.
+                match BigPool::read(&mut tr, kernel, &mut a.sources) {
+                    Ok(b) => a.bigpool = Some(b),
+                    Err(e) => missing(&mut a, "bigpool", e),
+                }
+                match TrackerTable::read_with(&mut tr, kernel, a.bigpool.as_ref(), &mut a.sources) {
+                    Ok(t) => {
+                        let rows = t.poolused(SortBy::NonPagedBytes, None);
+                        let present = dump.container.pages.page_count();
+                        match findings::implausible_tracker(&rows, a.memory.as_ref(), present) {
+                            None => a.tracker = Some(t),
+                            Some(why) => {
+                                a.unavailable
+                                    .insert("poolused".into(), format!("refused: {why}"));
+                            }
+                        }
+                    }
                     Err(e) => missing(&mut a, "poolused", e),
                 }
                 match session::read(&mut tr, kernel, &mut a.sources) {
                     Ok(t) => a.session_tracker = Some(t),
                     Err(e) => missing(&mut a, "poolused_session", e),
-                }
-                match BigPool::read(&mut tr, kernel, &mut a.sources) {
-                    Ok(b) => a.bigpool = Some(b),
-                    Err(e) => missing(&mut a, "bigpool", e),
                 }
             }
         }
@@ -169,14 +184,27 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
     if let Some(vm) = &a.memory {
         a.findings.extend(findings::memory(vm));
     }
-    let rows = a
-        .tracker
-        .as_ref()
-        .map(|t| t.poolused(SortBy::NonPagedBytes, None))
-        .unwrap_or_default();
+    // Per-tag figures: the tagging database, or, when it is unavailable or refused, what the
+    // page scan and the big-pool table found (each finding names its source).
+    let (rows, source) = match &a.tracker {
+        Some(tt) => (tt.poolused(SortBy::NonPagedBytes, None), TagSource::Tracker),
+        None => {
+            let phys = a
+                .memory
+                .as_ref()
+                .and_then(|m| m.physical_pages)
+                .unwrap_or(0)
+                .max(dump.container.pages.page_count())
+                .saturating_mul(0x1000);
+            (
+                findings::found_usage(a.pool_scan.as_ref(), a.bigpool.as_ref(), phys),
+                TagSource::Found,
+            )
+        }
+    };
     let dominant = findings::dominant_tags(&rows, t);
     a.findings
-        .extend(findings::dominant(&rows, a.memory.as_ref(), t));
+        .extend(findings::dominant(&rows, a.memory.as_ref(), t, source));
     let mut owner_tags: Vec<u32> = dominant.iter().map(|d| d.0).collect();
     for r in rows.iter().take(opts.owner_tags) {
         if !owner_tags.contains(&r.tag) {
@@ -186,12 +214,14 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
     a.owners = owners::find(&space, &dump.modules, &owner_tags);
     for (tg, _, _, _) in &dominant {
         if let Some((_, o)) = a.owners.iter().find(|(t2, _)| t2 == tg) {
-            a.findings.push(findings::owners(*tg, o));
+            let mut f = findings::owners(*tg, o);
+            f.evidence["source"] = Value::String(source.name().into());
+            a.findings.push(f);
         }
         if let (Some(big), Some(u)) = (&a.bigpool, rows.iter().find(|u| u.tag == *tg)) {
             a.findings.extend(findings::bigpool_share(
                 *tg,
-                u.nonpaged_bytes + u.paged_bytes,
+                u.nonpaged_bytes.saturating_add(u.paged_bytes),
                 big,
                 t,
             ));
@@ -207,6 +237,16 @@ pub fn analyze(dump: &Dump, opts: &ScanOptions) -> Analysis {
             .extend(findings::verifier_leaks(v, &dump.modules));
         a.findings
             .extend(findings::apc_disabled_io(v, &dump.modules));
+    }
+    a.truncated = dump.container.truncated;
+    if let Some(c) = &a.truncated {
+        // Every finding rests on the pages present: say how many were not.
+        for f in &mut a.findings {
+            if let Value::Object(m) = &mut f.evidence {
+                m.insert("pages_missing".into(), json!(c.pages_missing));
+            }
+        }
+        a.findings.insert(0, findings::truncated(c));
     }
     a
 }
@@ -347,7 +387,12 @@ impl Analysis {
             "memory": self.memory.as_ref().map_or(Value::Null, memory_json),
             "poolused": rows.iter().map(usage_json).collect::<Vec<_>>(),
             "poolused_session": session_rows.iter().map(usage_json).collect::<Vec<_>>(),
-            "pool_scan": self.pool_scan.as_ref().map_or(Value::Null, |s| pool_scan_json(s, self.layout.as_ref())),
+            "pool_scan": self.pool_scan.as_ref().map_or(Value::Null, |s| {
+                // the pages a truncated file lacks were not scanned: say how many
+                let mut doc = pool_scan_json(s, self.layout.as_ref());
+                doc["pages_missing"] = json!(self.truncated.map_or(0, |c| c.pages_missing));
+                doc
+            }),
             "bigpool": self.bigpool.as_ref().map_or(Value::Array(vec![]), bigpool_json),
             "tag_owners": owners_json(&self.owners),
             "verifier": match &self.verifier {
@@ -357,6 +402,15 @@ impl Analysis {
             "findings": serde_json::to_value(&self.findings).unwrap_or(Value::Null),
             "sources": self.sources,
             "unavailable": self.unavailable,
+            "coverage": match &self.truncated {
+                None => json!({"truncated": false, "pages_missing": 0}),
+                Some(c) => json!({
+                    "truncated": true, "pages_expected": c.pages_expected,
+                    "pages_present": c.pages_expected - c.pages_missing,
+                    "pages_missing": c.pages_missing,
+                    "note": "every section was computed from the pages present; a table or block on a missing page reads as not present",
+                }),
+            },
         })
     }
 }
@@ -393,6 +447,7 @@ fn kernel_of<'a>(
         symbols: dump.symbols.as_ref(),
         layout,
         processors: dump.header().number_processors,
+        tracker_entries: None,
     }
 }
 
@@ -407,7 +462,10 @@ pub fn poolused(dump: &Dump, sort: SortBy, top: Option<usize>) -> Result<(Vec<Ta
     let mut sources = Sources::new();
     let layout = pool_layout(dump, &mut sources)?;
     let kernel = kernel_of(dump, need_kdbg(dump)?, &layout);
-    let t = TrackerTable::read(&mut dump.space().translator(), kernel, &mut sources)?;
+    let mut tr = dump.space().translator();
+    // The table's own big-pool allocation bounds its size (when the table can be read).
+    let big = BigPool::read(&mut tr, kernel, &mut Sources::new()).ok();
+    let t = TrackerTable::read_with(&mut tr, kernel, big.as_ref(), &mut sources)?;
     Ok((t.poolused(sort, top), sources))
 }
 

@@ -64,20 +64,58 @@ fn cut_points(t: &TestDump) -> Vec<usize> {
     cuts
 }
 
+/// A cut before the end of the first stored page is a header (or bitmap, or range list) cut
+/// short: a format error at a file offset. A cut after it opens as a truncated dump: the pages
+/// wholly inside the file are read, the rest are missing, and the truncation says how many.
+#[track_caller]
+fn check_cut(t: &TestDump, cut: usize) {
+    let v = t.facts.layout;
+    let first = t.facts.first_page as usize;
+    if cut < first + 0x1000 {
+        let e = open_err(&t.bytes[..cut]);
+        assert_eq!(e.kind, ErrorKind::Format, "{v:?} cut 0x{cut:x}: {e}");
+        assert!(
+            matches!(e.location, Location::FileOffset(_)),
+            "{v:?} cut 0x{cut:x}: {e}"
+        );
+        let c = Container::from_bytes(t.bytes[..cut].to_vec());
+        assert_eq!(c.err().map(|e| e.kind), Some(ErrorKind::Format));
+        return;
+    }
+    let whole = open(&t.bytes).unwrap().container.pages.page_count();
+    let d = open(&t.bytes[..cut]).unwrap_or_else(|e| panic!("{v:?} cut 0x{cut:x}: {e}"));
+    let present = (((cut - first) / 0x1000) as u64).min(whole);
+    assert_eq!(
+        d.container.pages.page_count(),
+        present,
+        "{v:?} cut 0x{cut:x}"
+    );
+    match d.container.truncated {
+        Some(tr) => {
+            assert!(present < whole, "{v:?} cut 0x{cut:x}");
+            assert_eq!(tr.actual_size, cut as u64);
+            assert_eq!(tr.pages_expected, whole);
+            assert_eq!(tr.pages_missing, whole - present);
+            assert!(
+                d.notes.iter().any(|n| n.contains("truncated")),
+                "{:?}",
+                d.notes
+            );
+        }
+        None => assert_eq!(present, whole, "{v:?} cut 0x{cut:x}"),
+    }
+    // every stored page reads, every missing one is not present
+    let runs = d.present_runs();
+    assert_eq!(runs.iter().map(|r| r.page_count).sum::<u64>(), present);
+    exercise(&d);
+}
+
 #[test]
 fn truncated_at_every_boundary() {
     for v in Variant::ALL {
         let t = testkit::build(v);
         for cut in cut_points(&t) {
-            let e = open_err(&t.bytes[..cut]);
-            assert_eq!(e.kind, ErrorKind::Format, "{} cut 0x{cut:x}: {e}", v.name());
-            assert!(
-                matches!(e.location, Location::FileOffset(_)),
-                "{} cut 0x{cut:x}: {e}",
-                v.name()
-            );
-            let c = Container::from_bytes(t.bytes[..cut].to_vec());
-            assert_eq!(c.err().map(|e| e.kind), Some(ErrorKind::Format));
+            check_cut(&t, cut);
         }
         // the header says where it ends
         let e = open_err(&t.bytes[..0x1000]);
@@ -91,13 +129,24 @@ fn truncated_anywhere() {
     for v in Variant::ALL {
         let t = testkit::build(v);
         for cut in (0..t.bytes.len()).step_by(0x1C0) {
-            let e = open_err(&t.bytes[..cut]);
-            assert_eq!(e.kind, ErrorKind::Format, "{} cut 0x{cut:x}: {e}", v.name());
+            check_cut(&t, cut);
         }
         // one byte too long is fine: pages are located from the front
         let mut longer = t.bytes.clone();
         longer.push(0);
         exercise(&open(&longer).unwrap());
+    }
+}
+
+#[test]
+fn truncation_needs_the_header_to_promise_the_pages() {
+    // RequiredDumpSpace smaller than the pages named: a corrupt descriptor, not a cut file
+    for v in Variant::ALL {
+        let mut t = testkit::build(v);
+        let cut = t.bytes.len() - 0x1000;
+        t.patch_u64(testkit::HDR_REQUIRED_DUMP_SPACE, cut as u64);
+        let e = open_err(&t.bytes[..cut]);
+        assert_eq!(e.kind, ErrorKind::Format, "{v:?}: {e}");
     }
 }
 

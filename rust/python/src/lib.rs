@@ -53,6 +53,13 @@ create_exception!(
     "A symbol file (PDB) that is malformed or is not the dump's kernel's (see .reason)."
 );
 
+/// `DumpIOError`: an operating-system error while opening or reading a dump (its message names
+/// the path), both a `PoolscopeError` and an `OSError`. Created at module init (two bases).
+fn io_error_type(py: Python<'_>) -> Option<Bound<'_, pyo3::types::PyType>> {
+    let m = py.import("poolscope._native").ok()?;
+    m.getattr("DumpIOError").ok()?.cast_into().ok()
+}
+
 /// Raise the typed exception, with `reason`, `offset`, `address` and `address_space` attributes.
 fn to_py(py: Python<'_>, e: Error) -> PyErr {
     let msg = e.to_string();
@@ -61,7 +68,10 @@ fn to_py(py: Python<'_>, e: Error) -> PyErr {
         ErrorKind::Unsupported => UnsupportedDumpError::new_err(msg),
         ErrorKind::NotPresent => MemoryNotPresent::new_err(msg),
         ErrorKind::Limit => LimitExceeded::new_err(msg),
-        ErrorKind::Io => return PyOSError::new_err(msg),
+        ErrorKind::Io => match io_error_type(py) {
+            Some(t) => PyErr::from_type(t, msg),
+            None => return PyOSError::new_err(msg),
+        },
         ErrorKind::Symbols => SymbolsError::new_err(msg),
     };
     let value = err.value(py);
@@ -407,6 +417,19 @@ impl Dump {
     #[getter]
     fn decompressed(&self) -> PyResult<bool> {
         Ok(self.get()?.container.decompressed)
+    }
+
+    /// None, or the file's cut: (expected_size, actual_size, pages_expected, pages_missing).
+    #[getter]
+    fn truncated(&self) -> PyResult<Option<(u64, u64, u64, u64)>> {
+        Ok(self.get()?.container.truncated.map(|t| {
+            (
+                t.expected_size,
+                t.actual_size,
+                t.pages_expected,
+                t.pages_missing,
+            )
+        }))
     }
 
     #[getter]
@@ -1052,6 +1075,25 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MemoryNotPresent", py.get_type::<MemoryNotPresent>())?;
     m.add("LimitExceeded", py.get_type::<LimitExceeded>())?;
     m.add("SymbolsError", py.get_type::<SymbolsError>())?;
+    let bases = pyo3::types::PyTuple::new(
+        py,
+        [
+            py.get_type::<PoolscopeError>().into_any(),
+            py.get_type::<PyOSError>().into_any(),
+        ],
+    )?;
+    let ns = PyDict::new(py);
+    ns.set_item("__module__", "poolscope")?;
+    ns.set_item(
+        "__doc__",
+        "An operating-system error opening or reading a dump, or a path that is not a regular \
+         file (FIFO, device, socket, directory); the message names the path (see .reason).",
+    )?;
+    let io_type = py
+        .import("builtins")?
+        .getattr("type")?
+        .call1(("DumpIOError", bases, ns))?;
+    m.add("DumpIOError", io_type)?;
     m.add_class::<Dump>()?;
     m.add_class::<Header>()?;
     m.add_class::<Bugcheck>()?;

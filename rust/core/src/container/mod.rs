@@ -13,7 +13,7 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 pub use header::{DumpType, Header, Run, PAGE_SIZE};
-pub use pages::PageMap;
+pub use pages::{PageMap, Truncation};
 
 /// How to open a dump.
 #[derive(Debug, Clone)]
@@ -58,25 +58,81 @@ pub struct Container {
     pub notes: Vec<String>,
     /// True when the file was zstd-compressed and was spooled.
     pub decompressed: bool,
+    /// Set when the file was cut short: the pages past its end are not present.
+    pub truncated: Option<Truncation>,
     pub bytes: Bytes,
+}
+
+/// Open `path` for reading if it is a regular file. FIFOs, devices and sockets are refused at
+/// once: the file is opened non-blocking (a FIFO without a writer would block a plain open)
+/// and its type checked with fstat before a byte is read. Every error names the path.
+pub fn open_regular(path: &Path) -> Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = o
+        .open(path)
+        .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?;
+    let ft = file
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot stat {}: {e}", path.display())))?
+        .file_type();
+    if ft.is_file() {
+        return Ok(file);
+    }
+    let kind = if ft.is_dir() {
+        "a directory"
+    } else {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_fifo() {
+                "a FIFO"
+            } else if ft.is_socket() {
+                "a socket"
+            } else if ft.is_char_device() {
+                "a character device"
+            } else if ft.is_block_device() {
+                "a block device"
+            } else {
+                "a special file"
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            "a special file"
+        }
+    };
+    Err(Error::io(format!(
+        "cannot open {}: it is {kind}, not a regular file (poolscope reads dump files only)",
+        path.display()
+    )))
 }
 
 impl Container {
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self> {
-        let file = File::open(path)
-            .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?;
-        let len = file.metadata()?.len();
+        let at = |what: &str, e: std::io::Error| {
+            Error::io(format!("cannot {what} {}: {e}", path.display()))
+        };
+        let file = open_regular(path)?;
+        let len = file.metadata().map_err(|e| at("stat", e))?.len();
         let mut magic = [0u8; 4];
         if len >= 4 {
             use std::io::Read;
-            (&file).read_exact(&mut magic)?;
+            (&file).read_exact(&mut magic).map_err(|e| at("read", e))?;
         }
-        let (file, decompressed) = if zst::is_zstd(&magic) {
-            (zst::spool(file, opts)?, true)
+        let (file, decompressed, spool_note) = if zst::is_zstd(&magic) {
+            let (f, note) =
+                zst::spool(file, opts).map_err(|e| e.context(&path.display().to_string()))?;
+            (f, true, note)
         } else {
-            (file, false)
+            (file, false, None)
         };
-        let len = file.metadata()?.len();
+        let len = file.metadata().map_err(|e| at("stat", e))?.len();
         let bytes = if len == 0 {
             Bytes::Owned(Vec::new())
         } else {
@@ -90,6 +146,9 @@ impl Container {
         };
         let mut c = Self::parse(bytes)?;
         c.decompressed = decompressed;
+        if let Some(n) = spool_note {
+            c.notes.insert(0, n);
+        }
         Ok(c)
     }
 
@@ -99,13 +158,14 @@ impl Container {
 
     fn parse(bytes: Bytes) -> Result<Self> {
         let (header, dump_type) = header::parse(&bytes)?;
-        let (pages, notes) = pages::build(&bytes, &header, dump_type)?;
+        let (pages, notes, truncated) = pages::build(&bytes, &header, dump_type)?;
         Ok(Self {
             header,
             dump_type,
             pages,
             notes,
             decompressed: false,
+            truncated,
             bytes,
         })
     }

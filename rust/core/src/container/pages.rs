@@ -21,13 +21,42 @@ pub struct Extent {
 pub enum PageMap {
     /// Sorted, non-overlapping extents (full dumps, RDMP range lists).
     Extents(Vec<Extent>),
-    /// Bit n set => PFN n stored at first_page + PAGE_SIZE * rank(n).
+    /// Bit n set => PFN n stored at first_page + PAGE_SIZE * rank(n), when rank(n) < stored
+    /// (a truncated file stores only the first `stored` of the pages its bitmap names).
     Bitmap {
         bitmap_offset: usize,
         bits: u64,
         first_page: u64,
         ranks: Vec<u64>,
+        stored: u64,
     },
+}
+
+/// A dump cut short: the page map names pages past the end of the file. The pages the file
+/// holds are read; the others are treated as not present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truncation {
+    /// File bytes the page map needs (the end of its last page).
+    pub expected_size: u64,
+    /// The file's (decompressed) size.
+    pub actual_size: u64,
+    /// Pages the page map names.
+    pub pages_expected: u64,
+    /// Pages it names that lie (wholly or partly) past the end of the file.
+    pub pages_missing: u64,
+}
+
+impl Truncation {
+    pub fn describe(&self) -> String {
+        format!(
+            "the dump is truncated: the file ends at 0x{:x} but its pages run to 0x{:x}; {} of {} pages ({:.1}%) are missing and read as not present",
+            self.actual_size,
+            self.expected_size,
+            self.pages_missing,
+            self.pages_expected,
+            100.0 * self.pages_missing as f64 / self.pages_expected.max(1) as f64
+        )
+    }
 }
 
 impl PageMap {
@@ -45,6 +74,7 @@ impl PageMap {
                 bits,
                 first_page,
                 ranks,
+                stored,
             } => {
                 if pfn >= *bits {
                     return None;
@@ -60,7 +90,7 @@ impl PageMap {
                     rank += bitmap_word(file, *bitmap_offset, *bits, w).count_ones() as u64;
                 }
                 rank += (word & ((1u64 << (pfn % 64)) - 1)).count_ones() as u64;
-                Some(first_page + rank * PAGE_SIZE)
+                (rank < *stored).then(|| first_page + rank * PAGE_SIZE)
             }
         }
     }
@@ -87,12 +117,15 @@ impl PageMap {
             PageMap::Bitmap {
                 bitmap_offset,
                 bits,
+                stored,
                 ..
             } => {
                 let mut out: Vec<Run> = Vec::new();
+                let mut left = *stored;
                 for w in 0..bits.div_ceil(64) {
                     let mut word = bitmap_word(file, *bitmap_offset, *bits, w);
-                    while word != 0 {
+                    while word != 0 && left > 0 {
+                        left -= 1;
                         let pfn = w * 64 + word.trailing_zeros() as u64;
                         word &= word - 1;
                         match out.last_mut() {
@@ -112,29 +145,70 @@ impl PageMap {
     pub fn page_count(&self) -> u64 {
         match self {
             PageMap::Extents(ext) => ext.iter().map(|e| e.count).sum(),
-            PageMap::Bitmap { ranks, .. } => ranks.last().copied().unwrap_or(0),
+            PageMap::Bitmap { ranks, stored, .. } => {
+                ranks.last().copied().unwrap_or(0).min(*stored)
+            }
         }
     }
 }
 
-/// Build the page map for the container, checking that every page it names lies inside the file.
-pub fn build(file: &[u8], header: &Header, dump_type: DumpType) -> Result<(PageMap, Vec<String>)> {
+/// Build the page map for the container. Every page it names must lie inside the file, unless
+/// the file was cut short (disk full, a page file too small while writing): then the header's
+/// RequiredDumpSpace must cover the pages named, at least one page must be stored, and the
+/// pages past the end are dropped from the map (a [`Truncation`] says how many). A header,
+/// bitmap or range list cut short is still an error.
+pub fn build(
+    file: &[u8],
+    header: &Header,
+    dump_type: DumpType,
+) -> Result<(PageMap, Vec<String>, Option<Truncation>)> {
     let mut notes = Vec::new();
-    let map = match dump_type {
-        DumpType::Full => extents_from_runs(&header.runs, 0x2000, file.len() as u64, 0x98)?,
+    let required = header.required_dump_space;
+    let (map, cut) = match dump_type {
+        DumpType::Full => {
+            extents_from_runs(&header.runs, 0x2000, file.len() as u64, 0x98, required)?
+        }
         DumpType::KernelBitmap | DumpType::CompleteBitmap | DumpType::LiveKernelBitmap => {
-            bitmap(file, &mut notes)?
+            bitmap(file, &mut notes, required)?
         }
         DumpType::KernelMemory | DumpType::KernelAndUserMemory | DumpType::CompleteMemory => {
-            rdmp(file, dump_type)?
+            rdmp(file, dump_type, required)?
         }
     };
-    Ok((map, notes))
+    if let Some(t) = &cut {
+        notes.push(t.describe());
+    }
+    Ok((map, notes, cut))
 }
 
-fn extents_from_runs(runs: &[Run], first: u64, file_len: u64, desc_off: u64) -> Result<PageMap> {
+/// Whether pages ending at `need` (past the file's end `len`) are a truncation the reader
+/// accepts: the header's RequiredDumpSpace covers them and at least one page is stored.
+fn truncation(
+    need: u64,
+    len: u64,
+    required: u64,
+    expected: u64,
+    missing: u64,
+) -> Option<Truncation> {
+    (need <= required && missing < expected).then_some(Truncation {
+        expected_size: need,
+        actual_size: len,
+        pages_expected: expected,
+        pages_missing: missing,
+    })
+}
+
+fn extents_from_runs(
+    runs: &[Run],
+    first: u64,
+    file_len: u64,
+    desc_off: u64,
+    required: u64,
+) -> Result<(PageMap, Option<Truncation>)> {
     let mut offset = first;
     let mut out = Vec::with_capacity(runs.len());
+    let (mut expected, mut missing) = (0u64, 0u64);
+    let mut first_cut: Option<(usize, Run, u64)> = None;
     for (i, r) in runs.iter().enumerate() {
         // The same bound as the header's runs: RDMP ranges must not wrap the PFN space.
         if r.base_page
@@ -153,28 +227,49 @@ fn extents_from_runs(runs: &[Run], first: u64, file_len: u64, desc_off: u64) -> 
             .page_count
             .checked_mul(PAGE_SIZE)
             .and_then(|b| b.checked_add(offset));
-        match end {
-            Some(end) if end <= file_len => {}
-            _ => {
-                return Err(Error::format(
-                    desc_off + 0x10 * i as u64,
-                    format!(
-                        "run {i} (PFN 0x{:x}, 0x{:x} pages) needs file bytes up to 0x{:x} but the file ends at 0x{file_len:x}",
-                        r.base_page,
-                        r.page_count,
-                        offset.saturating_add(r.page_count.saturating_mul(PAGE_SIZE))
-                    ),
-                ))
-            }
+        let Some(end) = end else {
+            return Err(Error::format(
+                desc_off + 0x10 * i as u64,
+                format!(
+                    "run {i} (PFN 0x{:x}, 0x{:x} pages) needs more file bytes than 64 bits address",
+                    r.base_page, r.page_count
+                ),
+            ));
+        };
+        // Pages wholly inside the file are stored; the rest of the run is missing.
+        let stored = (file_len.saturating_sub(offset) / PAGE_SIZE).min(r.page_count);
+        if stored < r.page_count && first_cut.is_none() {
+            first_cut = Some((i, *r, end));
         }
-        if r.page_count > 0 {
+        expected += r.page_count;
+        missing += r.page_count - stored;
+        if stored > 0 {
             out.push(Extent {
                 base_pfn: r.base_page,
-                count: r.page_count,
+                count: stored,
                 file_offset: offset,
             });
         }
-        offset += r.page_count * PAGE_SIZE;
+        offset = end;
+    }
+    let mut cut = None;
+    if let Some((i, r, _)) = first_cut {
+        cut = truncation(offset, file_len, required, expected, missing);
+        if cut.is_none() {
+            return Err(Error::format(
+                desc_off + 0x10 * i as u64,
+                format!(
+                    "run {i} (PFN 0x{:x}, 0x{:x} pages) needs file bytes up to 0x{offset:x} but the file ends at 0x{file_len:x}{}",
+                    r.base_page,
+                    r.page_count,
+                    if missing >= expected {
+                        " (no page is stored)".to_string()
+                    } else {
+                        format!(", beyond the header's RequiredDumpSpace 0x{required:x}")
+                    }
+                ),
+            ));
+        }
     }
     out.sort_by_key(|e| e.base_pfn);
     if out
@@ -183,11 +278,15 @@ fn extents_from_runs(runs: &[Run], first: u64, file_len: u64, desc_off: u64) -> 
     {
         return Err(Error::format(desc_off, "physical memory runs overlap"));
     }
-    Ok(PageMap::Extents(out))
+    Ok((PageMap::Extents(out), cut))
 }
 
 /// BMP_HEADER64 at 0x2000 (§2b): FirstPage 0x20, TotalPresentPages 0x28, Pages (bit count) 0x30.
-fn bitmap(file: &[u8], notes: &mut Vec<String>) -> Result<PageMap> {
+fn bitmap(
+    file: &[u8],
+    notes: &mut Vec<String>,
+    required: u64,
+) -> Result<(PageMap, Option<Truncation>)> {
     const B: usize = 0x2000;
     let len = file.len() as u64;
     let hdr = file.slice_at(B, 0x38).ok_or_else(|| {
@@ -246,18 +345,28 @@ fn bitmap(file: &[u8], notes: &mut Vec<String>) -> Result<PageMap> {
     let need = count
         .checked_mul(PAGE_SIZE)
         .and_then(|b| b.checked_add(first_page));
+    let stored = (len.saturating_sub(first_page) / PAGE_SIZE).min(count);
+    let mut cut = None;
     if need.is_none_or(|n| n > len) {
-        return Err(Error::format(
-            (B + 0x20) as u64,
-            format!("bitmap stores {count} pages from 0x{first_page:x}, past the end of the file at 0x{len:x}"),
-        ));
+        cut = need.and_then(|n| truncation(n, len, required, count, count - stored));
+        if cut.is_none() {
+            return Err(Error::format(
+                (B + 0x20) as u64,
+                format!("bitmap stores {count} pages from 0x{first_page:x}, past the end of the file at 0x{len:x}{}",
+                    if stored == 0 { " (no page is stored)".to_string() } else { format!(" and the header's RequiredDumpSpace 0x{required:x}") }),
+            ));
+        }
     }
-    Ok(PageMap::Bitmap {
-        bitmap_offset,
-        bits,
-        first_page,
-        ranks,
-    })
+    Ok((
+        PageMap::Bitmap {
+            bitmap_offset,
+            bits,
+            first_page,
+            ranks,
+            stored,
+        },
+        cut,
+    ))
 }
 
 /// Word `w` of the bitmap (LSB = lowest PFN); bits at or past `bits` read as 0, so bytes after
@@ -283,7 +392,7 @@ fn bitmap_word(file: &[u8], off: usize, bits: u64, w: u64) -> u64 {
 }
 
 /// RDMP_HEADER64 at 0x2000 (§2c): range list at 0x2030, pages from FirstPageOffset.
-fn rdmp(file: &[u8], dump_type: DumpType) -> Result<PageMap> {
+fn rdmp(file: &[u8], dump_type: DumpType, required: u64) -> Result<(PageMap, Option<Truncation>)> {
     const B: usize = 0x2000;
     let len = file.len() as u64;
     let hdr = file.slice_at(B, 0x30).ok_or_else(|| {
@@ -325,5 +434,11 @@ fn rdmp(file: &[u8], dump_type: DumpType) -> Result<PageMap> {
         });
         seen = seen.saturating_add(n);
     }
-    extents_from_runs(&runs, first_page, len, 0x2030)
+    if first_page > len {
+        return Err(Error::format(
+            (B + 0x18) as u64,
+            format!("RDMP FirstPageOffset 0x{first_page:x} is past the end of the file at 0x{len:x}: the range list is cut short"),
+        ));
+    }
+    extents_from_runs(&runs, first_page, len, 0x2030, required)
 }

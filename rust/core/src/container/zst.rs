@@ -17,7 +17,10 @@ pub fn is_zstd(magic: &[u8; 4]) -> bool {
     *magic == ZSTD_MAGIC
 }
 
-pub fn spool(mut src: File, opts: &OpenOptions) -> Result<File> {
+/// Decompress `src` into an unlinked spool file. A stream that ends early (a `.zst` cut short
+/// while it was written or copied) keeps what decompressed, with a note saying where it ended;
+/// the container then reads it as a truncated dump. A stream that yields nothing is an error.
+pub fn spool(mut src: File, opts: &OpenOptions) -> Result<(File, Option<String>)> {
     src.seek(SeekFrom::Start(0))?;
     let mut spool = match &opts.spool_dir {
         Some(d) => tempfile::tempfile_in(d),
@@ -30,15 +33,25 @@ pub fn spool(mut src: File, opts: &OpenOptions) -> Result<File> {
         .map_err(|e| Error::format(0, format!("zstd: {e}")))?;
     let mut buf = vec![0u8; 4 << 20];
     let mut total = 0u64;
+    let mut note = None;
     loop {
-        let n = dec.read(&mut buf).map_err(|e| {
-            Error::format(
-                0,
-                format!(
-                    "zstd stream is corrupt or truncated after {total} decompressed bytes: {e}"
-                ),
-            )
-        })?;
+        let n = match dec.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if total > 0 => {
+                note = Some(format!(
+                    "the zstd stream ends early or is corrupt after {total} decompressed bytes ({e}); what decompressed is read"
+                ));
+                break;
+            }
+            Err(e) => {
+                return Err(Error::format(
+                    0,
+                    format!(
+                        "zstd stream is corrupt or truncated before any byte decompressed: {e}"
+                    ),
+                ))
+            }
+        };
         if n == 0 {
             break;
         }
@@ -54,5 +67,5 @@ pub fn spool(mut src: File, opts: &OpenOptions) -> Result<File> {
             .map_err(|e| Error::io(format!("writing the spool file: {e}")))?;
     }
     spool.flush()?;
-    Ok(spool)
+    Ok((spool, note))
 }

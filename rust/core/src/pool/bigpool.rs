@@ -34,13 +34,37 @@ impl BigPool {
     pub fn read(tr: &mut Translator, k: Kernel, sources: &mut Sources) -> Result<Self> {
         let layout = k.layout;
         let table = globals::value_of(tr, "PoolBigPageTable", k, sources)?;
-        let entries = globals::value_of(tr, "PoolBigPageTableSize", k, sources)?;
-        if table == 0 || entries == 0 || entries > MAX_ENTRIES {
-            return Err(Error::not_present(
-                table,
-                format!("PoolBigPageTable 0x{table:x} with {entries} entries is not a plausible big-pool table"),
-            ));
+        let given = globals::value_of(tr, "PoolBigPageTableSize", k, sources);
+        if table == 0 {
+            return Err(Error::not_present(table, "PoolBigPageTable is null"));
         }
+        // The kernel's sizes are powers of two (ExpResizeBigPageTable doubles the table). A
+        // count that is not, is past the bound or is not found is refused; the table's own
+        // entry (the kernel registers the table in itself with its size) is then asked instead.
+        let entries = match given {
+            Ok(n) if n.is_power_of_two() && n <= MAX_ENTRIES => n,
+            other => {
+                let why = match other {
+                    Ok(n) => format!(
+                        "PoolBigPageTableSize {n} is not a power of two up to 0x{MAX_ENTRIES:x}"
+                    ),
+                    Err(e) => format!("PoolBigPageTableSize not found ({e})"),
+                };
+                let Some(n) = globals::big_table_self_size(tr, k, table) else {
+                    return Err(Error::not_present(
+                        table,
+                        format!("PoolBigPageTable 0x{table:x}: {why}, and the table holds no entry of its own giving its size"),
+                    ));
+                };
+                sources.insert(
+                    "PoolBigPageTableSize".into(),
+                    format!(
+                        "heuristic: {n}, from the table's own entry (its size); {why}, refused"
+                    ),
+                );
+                n
+            }
+        };
         let e = &layout.big_page;
         let (va_f, key_f, type_f, bytes_f) = (
             e.field("Va")?,

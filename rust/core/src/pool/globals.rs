@@ -24,6 +24,21 @@ pub struct Kernel<'a> {
     pub layout: &'a PoolLayout,
     /// The dump header's NumberProcessors: how many nt!ExPoolTagTables slots are read.
     pub processors: u32,
+    /// PoolTrackTable's entry count once validated against the table (the searches for the
+    /// per-processor and expansion tables use it rather than looking the variable up again).
+    pub tracker_entries: Option<u64>,
+}
+
+/// PoolTrackTableSize: the validated count when known, else the variable's value.
+pub(crate) fn tracker_entries(
+    tr: &mut Translator,
+    k: Kernel,
+    sources: &mut Sources,
+) -> Result<u64> {
+    match k.tracker_entries {
+        Some(n) => Ok(n),
+        None => value_of(tr, "PoolTrackTableSize", k, sources),
+    }
 }
 
 /// The address of variable `name`: from the symbol table when given, else KDBG's field, else
@@ -94,6 +109,12 @@ pub fn value_of(tr: &mut Translator, name: &str, k: Kernel, sources: &mut Source
         _ => tr.read_u64(va),
     }
     .map_err(|e| e.context(name))
+}
+
+/// The entry count of the big-page table at `p` from its own entry (ExpResizeBigPageTable
+/// registers the table in itself with its size), found by probing from its hash slot.
+pub(crate) fn big_table_self_size(tr: &mut Translator, k: Kernel, p: u64) -> Option<u64> {
+    search::self_entry(tr, k, p)
 }
 
 /// MemProcFS's bound on PoolBigPageTableSize (as the big-pool reader's).
@@ -375,7 +396,7 @@ mod search {
             return Err(format!("NumberProcessors {n} is not plausible"));
         }
         let mut scratch = Sources::new();
-        let size = value_of(tr, "PoolTrackTableSize", k, &mut scratch)
+        let size = tracker_entries(tr, k, &mut scratch)
             .map_err(|e| format!("ExPoolTagTables cannot be validated without the size: {e}"))?;
         let global = tracker_keys(tr, k, c.table, size)
             .ok_or("PoolTrackTable is not readable with PoolTrackTableSize entries")?;
@@ -488,7 +509,7 @@ mod search {
         c: &Ctx,
     ) -> std::result::Result<Found, String> {
         let mut scratch = Sources::new();
-        let size = value_of(tr, "PoolTrackTableSize", k, &mut scratch)
+        let size = tracker_entries(tr, k, &mut scratch)
             .map_err(|e| format!("the expansion table is validated against PoolTrackTable: {e}"))?;
         let global: BTreeSet<u32> = tracker_keys(tr, k, c.table, size)
             .ok_or("PoolTrackTable is not readable with PoolTrackTableSize entries")?
@@ -556,7 +577,7 @@ mod search {
     /// The entry count of a big-page table at `p` that holds its own entry, as
     /// ExpResizeBigPageTable writes it (Va = the table, NumberOfBytes = its size in bytes): the
     /// power of two n for which probing from `p`'s hash slot over used entries reaches it.
-    fn self_entry(tr: &mut Translator, k: Kernel, p: u64) -> Option<u64> {
+    pub(super) fn self_entry(tr: &mut Translator, k: Kernel, p: u64) -> Option<u64> {
         let e = &k.layout.big_page;
         let (va_f, bytes_f) = (e.field("Va").ok()?, e.field("NumberOfBytes").ok()?);
         let key_f = e.field("Key").ok()?;
@@ -591,8 +612,15 @@ mod search {
         })
     }
 
-    /// Tables in `w` that hold their own entry and validate: (pointer index, size index).
-    fn self_registered(tr: &mut Translator, k: Kernel, w: &Window) -> Vec<(usize, usize)> {
+    /// Tables in `w` that hold their own entry and validate: (pointer index, size index). When
+    /// no word equals the table's entry count (the size variable lost or corrupt) the pointer
+    /// still counts unless `need_size` (its size index is then its own).
+    fn self_registered(
+        tr: &mut Translator,
+        k: Kernel,
+        w: &Window,
+        need_size: bool,
+    ) -> Vec<(usize, usize)> {
         let mut valid = Vec::new();
         for i in 0..w.words.len() {
             let Some(p) = w.get(i).filter(|&p| kernel_pointer(p) && p & 0xFFF == 0) else {
@@ -611,8 +639,10 @@ mod search {
             let size_at = (0..w.words.len())
                 .filter(|&j| w.get(j) == Some(n))
                 .min_by_key(|&j| w.addr(j).abs_diff(w.addr(i)));
-            if let Some(j) = size_at {
-                valid.push((i, j));
+            match size_at {
+                Some(j) => valid.push((i, j)),
+                None if !need_size => valid.push((i, i)),
+                None => {}
             }
         }
         valid
@@ -634,12 +664,13 @@ mod search {
     ) -> std::result::Result<Found, String> {
         const RULE: &str = "a page-aligned kernel pointer to a table holding its own entry (tag and size, as ExpResizeBigPageTable writes it) whose live entries sit at or after their hash slot; the size is the nearest word equal to its entry count";
         let hash = k.layout.big_hash;
-        let valid = self_registered(tr, k, &c.window);
+        let need_size = name.ends_with("Size");
+        let valid = self_registered(tr, k, &c.window, need_size);
         if !valid.is_empty() {
             return choose(name, &c.window, &valid, RULE.into(), "big-page table");
         }
         for w in nt_writable(tr, k) {
-            let valid = self_registered(tr, k, &w);
+            let valid = self_registered(tr, k, &w, need_size);
             if !valid.is_empty() {
                 let mut f = choose(name, &w, &valid, RULE.into(), "big-page table")?;
                 f.scope = Some("a writable section of nt".into());

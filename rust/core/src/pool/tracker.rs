@@ -12,6 +12,7 @@
 use super::globals::{self, Kernel, Sources};
 use super::layout::PoolLayout;
 use super::tag;
+use super::BigPool;
 use crate::error::{Error, Result};
 use crate::memory::Translator;
 
@@ -286,17 +287,170 @@ pub(crate) fn distinct_tables(global: u64, slots: &[u64]) -> (Vec<u32>, Vec<(u64
     (on_global, out)
 }
 
-impl TrackerTable {
-    pub fn read(tr: &mut Translator, k: Kernel, sources: &mut Sources) -> Result<Self> {
-        let layout = k.layout;
-        let table = globals::value_of(tr, "PoolTrackTable", k, sources)?;
-        let entries = globals::value_of(tr, "PoolTrackTableSize", k, sources)?;
-        if table == 0 || entries == 0 || entries > MAX_ENTRIES {
-            return Err(Error::not_present(
-                table,
-                format!("PoolTrackTable 0x{table:x} with {entries} entries is not a plausible tracker table"),
+/// Whether PoolTrackTable at `table` holds `n` entries: `n` is 2^k+1 within the reader's bound,
+/// fits the allocation holding the table (`holder` bytes, its big-pool entry, when known) and is
+/// the largest 2^k+1 that fits it (a smaller one reads a prefix of the table), and the table's
+/// keys sit where the tracker hash and linear probing put them with that size. The reason when
+/// not.
+fn check_size(
+    tr: &mut Translator,
+    layout: &PoolLayout,
+    table: u64,
+    n: u64,
+    holder: Option<u64>,
+) -> std::result::Result<(), String> {
+    if !(17..=MAX_ENTRIES + 1).contains(&n) || !(n - 1).is_power_of_two() {
+        return Err(format!(
+            "{n} entries is not 2^k+1 between 17 and 0x{:x} (the kernel's sizes are)",
+            MAX_ENTRIES + 1
+        ));
+    }
+    let esize = layout.tracker.size as u64;
+    if let Some(b) = holder {
+        if n * esize > b {
+            return Err(format!(
+                "{n} entries ({} bytes) do not fit the table's big-pool allocation of {b} bytes",
+                n * esize
             ));
         }
+        if (2 * n - 1) * esize <= b {
+            return Err(format!(
+                "the table's big-pool allocation of {b} bytes holds {} entries: {n} would read a prefix of it",
+                2 * n - 1
+            ));
+        }
+    }
+    // A cheap look at the first slots before the table is read whole (junk fails here).
+    if !prefix_plausible(tr, layout, table, n) {
+        return Err(format!(
+            "with {n} entries the first keys of the table are not where the tracker hash puts them"
+        ));
+    }
+    let key = layout.tracker.field("Key").map_err(|e| e.to_string())?;
+    let rows = tr
+        .read_vec(table, n as usize * layout.tracker.size)
+        .map_err(|e| format!("the table's {n} entries are not readable: {e}"))?;
+    let keys: Vec<u32> = rows
+        .chunks_exact(layout.tracker.size)
+        .map(|r| key.read(r) as u32)
+        .collect();
+    if !hashed_keys_valid(&keys) {
+        return Err(format!(
+            "with {n} entries the table's keys are not where the tracker hash and linear probing put them"
+        ));
+    }
+    Ok(())
+}
+
+/// The largest 2^k+1 entry count whose entries fit `bytes`.
+fn fits(bytes: u64, esize: u64) -> Option<u64> {
+    let most = bytes / esize.max(1);
+    (most >= 17).then(|| {
+        let p = 1u64 << (63 - (most - 1).leading_zeros());
+        p + 1
+    })
+}
+
+/// PoolTrackTable's entry count, checked against the table itself ([`check_size`]): the
+/// PoolTrackTableSize variable (symbols, KDBG, profile distance or the search near the table),
+/// else the largest 2^k+1 that fits the table's own big-pool allocation. A candidate that fails
+/// is refused with its reason (kept in `sources`); when none validates, the error says why each
+/// failed.
+fn validated_size(
+    tr: &mut Translator,
+    k: Kernel,
+    table: u64,
+    big: Option<&BigPool>,
+    sources: &mut Sources,
+) -> Result<u64> {
+    const NAME: &str = "PoolTrackTableSize";
+    let holder = big.and_then(|b| {
+        b.pages
+            .iter()
+            .find(|p| p.va == table && !p.free)
+            .map(|p| p.bytes)
+    });
+    let mut refused = Vec::new();
+    match globals::value_of(tr, NAME, k, sources) {
+        Ok(n) => {
+            let how = sources.get(NAME).cloned().unwrap_or_default();
+            match check_size(tr, k.layout, table, n, holder) {
+                Ok(()) => {
+                    let fit = holder.map_or(String::new(), |b| {
+                        format!(" and fits its big-pool allocation of {b} bytes")
+                    });
+                    sources.insert(
+                        "tracker_check".into(),
+                        format!("PoolTrackTableSize {n}: the table's keys sit at their hash slots with {n} entries{fit}"),
+                    );
+                    return Ok(n);
+                }
+                Err(why) => refused.push(format!("the value {n} ({how}) is refused: {why}")),
+            }
+        }
+        Err(e) => refused.push(format!("the variable was not found: {e}")),
+    }
+    match holder {
+        Some(b) => match fits(b, k.layout.tracker.size as u64) {
+            Some(n) => match check_size(tr, k.layout, table, n, holder) {
+                Ok(()) => {
+                    sources.insert(
+                        "tracker_check".into(),
+                        format!("PoolTrackTableSize {n}: from the table's allocation; the table's keys sit at their hash slots"),
+                    );
+                    sources.insert(
+                        NAME.into(),
+                        format!(
+                            "heuristic: 0x{n:x}, the largest 2^k+1 entries that fit PoolTrackTable's big-pool allocation of {b} bytes, with the table's keys at their hash slots ({})",
+                            refused.join("; ")
+                        ),
+                    );
+                    return Ok(n);
+                }
+                Err(why) => refused.push(format!("the size of its big-pool allocation ({b} bytes) gives {n} entries, refused: {why}")),
+            },
+            None => refused.push(format!("its big-pool allocation of {b} bytes holds no table")),
+        },
+        None => refused.push(format!(
+            "no live big-pool entry holds 0x{table:x}, so its allocation size is unknown"
+        )),
+    }
+    sources.insert(
+        "tracker_check".into(),
+        format!("refused: {}", refused.join("; ")),
+    );
+    Err(Error::unsupported(format!(
+        "PoolTrackTable 0x{table:x}: no entry count validates against the table ({})",
+        refused.join("; ")
+    )))
+}
+
+impl TrackerTable {
+    pub fn read(tr: &mut Translator, k: Kernel, sources: &mut Sources) -> Result<Self> {
+        Self::read_with(tr, k, None, sources)
+    }
+
+    /// The tagging database, its size checked against the table and, when `big` is given, the
+    /// big-pool allocation that holds it.
+    pub fn read_with(
+        tr: &mut Translator,
+        k: Kernel,
+        big: Option<&BigPool>,
+        sources: &mut Sources,
+    ) -> Result<Self> {
+        let layout = k.layout;
+        let table = globals::value_of(tr, "PoolTrackTable", k, sources)?;
+        if table == 0 || !globals::kernel_pointer(table) {
+            return Err(Error::not_present(
+                table,
+                format!("PoolTrackTable 0x{table:x} is not a kernel address"),
+            ));
+        }
+        let entries = validated_size(tr, k, table, big, sources)?;
+        let k = Kernel {
+            tracker_entries: Some(entries),
+            ..k
+        };
         let mut t = Self {
             va: table,
             entries,
@@ -574,6 +728,20 @@ mod tests {
         bigger.resize(128, 0);
         assert!(!session_keys_valid(&bigger));
         assert!(!session_keys_valid(&[0u32; 16]));
+    }
+
+    #[test]
+    fn the_allocation_gives_the_largest_2k1_that_fits() {
+        // the kernel's 1025-entry tables in their page-rounded big-pool allocations
+        for esize in [0x28u64, 0x38, 0x50] {
+            let bytes = (1025 * esize).div_ceil(0x1000) * 0x1000;
+            assert_eq!(fits(bytes, esize), Some(1025), "{esize:#x}");
+            assert_eq!(fits(1025 * esize, esize), Some(1025));
+            assert_eq!(fits(1025 * esize - 1, esize), Some(513));
+        }
+        assert_eq!(fits(16 * 0x28, 0x28), None);
+        assert_eq!(fits(0, 0x28), None);
+        assert_eq!(fits(u64::MAX, 0), Some((1 << 63) + 1));
     }
 
     #[test]

@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+from bench_service import free_port, serve  # the same server start-up (benches/ is on sys.path)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from poolscope.service import wire
@@ -36,35 +36,11 @@ from poolscope.service.v1 import scan_pb2 as pb
 CHUNK = 1 << 20
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rss_mib(pid: int, key: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def serve(data: Path, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "poolscope.cli", "serve", "--address", f"127.0.0.1:{port}",
-         "--data-dir", str(data), "--log-level", "warning", *extra],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == 1:
-                return proc
-        except grpc.RpcError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("poolscope serve did not start")
 
 
 def main() -> int:

@@ -183,13 +183,20 @@ class Scheduler:
             return min(float(requested_s), self.default_timeout_s)
         return self.default_timeout_s
 
-    def submit(self, rec: JobRecord, dedup_only: bool = False) -> tuple[JobRecord | None, bool]:
+    def submit(
+        self, rec: JobRecord, dedup_only: bool = False, fd: int | None = None
+    ) -> tuple[JobRecord | None, bool]:
         """Queue ``rec`` (inside a ``reservation``), or return the live job with the same
-        content and ``True``; with ``dedup_only``, only the latter (else ``(None, False)``)."""
+        content and ``True``; with ``dedup_only``, only the latter (else ``(None, False)``).
+        ``fd`` (a path job's checked file) is kept with a queued job before any slot can see
+        it, so the scan never reopens the file nor reads a descriptor closed under it; the
+        caller closes it when the job was not queued."""
         rec.timeout_s = self.timeout_for(rec.timeout_s)
         job, deduplicated = self.store.add_job(rec, dedup_only=dedup_only)
         if job is not None and not deduplicated:
             with self._cv:
+                if fd is not None:
+                    self._fds[job.id] = fd
                 self._push(job)
         return job, deduplicated
 
@@ -282,14 +289,6 @@ class Scheduler:
         with self._cv:
             self._fds[job.id] = fd
         return fd
-
-    def attach_fd(self, job_id: str, fd: int) -> None:
-        """Keep ``fd`` (the checked file of a path job) until the job has finished."""
-        with self._cv:
-            old = self._fds.pop(job_id, None)
-            self._fds[job_id] = fd
-        if old is not None and old != fd:
-            os.close(old)
 
     def _close_fd(self, job_id: str) -> None:
         with self._cv:

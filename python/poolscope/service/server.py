@@ -793,11 +793,10 @@ class ScanServicer(pb_grpc.ScanServiceServicer):
             )
             try:
                 with self.scheduler.reservation():
-                    job, deduplicated = self.scheduler.submit(rec)
+                    # the scan reads this descriptor, kept with the job as it is queued
+                    job, deduplicated = self.scheduler.submit(rec, fd=fd)
                     assert job is not None
-                    if not deduplicated:
-                        self.scheduler.attach_fd(job.id, fd)  # the scan reads this descriptor
-                        keep_fd = True
+                    keep_fd = not deduplicated
             except QueueFull as e:
                 _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(e), e.retry_after_s)
             except ShuttingDown as e:

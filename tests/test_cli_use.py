@@ -199,3 +199,23 @@ def test_poolused_total_sums_every_row(forged, capsys):
     assert f"{len(rows) - 3:,} more tags" in out
     _, out, _ = _main(["poolused", path, "--json", "--top", "3"], capsys)
     assert json.loads(out) == rows[:3]  # the JSON form is unchanged: the first rows
+
+
+def test_verifier_driver_filters_every_section(forged, capsys):
+    path = str(forged("win7sp1-verifier")[0])
+    code, out, _ = _main(["verifier", path, "--json"], capsys)
+    every = json.loads(out)
+    code, out, _ = _main(["verifier", path, "--json", "--driver", "myfault.sys"], capsys)
+    assert code == 0
+    doc = json.loads(out)
+    assert [d["name"] for d in doc["drivers"]] == ["myfault.sys"]
+    assert {t["driver"] for t in doc["tracked"]} == {"myfault.sys"}
+    for key in ("log", "irp_log"):
+        assert len(doc[key]) == doc[f"{key}_total"] <= len(every[key])
+        for e in doc[key]:
+            assert any(s.startswith("myfault+") for s in e["stack_symbols"]), e
+    assert 0 < len(doc["log"]) < len(every["log"])
+    argv = ["verifier", path, "--json", "--driver", "myfault.sys", "--rows", "2"]
+    code, out, _ = _main(argv, capsys)
+    limited = json.loads(out)
+    assert len(limited["log"]) == 2 and limited["log_total"] == doc["log_total"]

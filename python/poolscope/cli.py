@@ -180,9 +180,31 @@ def cmd_poolfind(args: argparse.Namespace) -> int:
     return 0
 
 
+def _only_driver(doc: dict[str, Any], dump: poolscope.Dump, driver: str, rows: int | None) -> None:
+    """Keep the pool-log and IRP-log entries whose stack passes through ``driver``'s image
+    (the drivers and tracked allocations are already the driver's); ``*_total`` count them."""
+    name = driver.lower()
+    ranges = [
+        (m.base, m.base + m.size) for m in dump.modules() if m.name.lower() in (name, name + ".sys")
+    ]
+
+    def through(entry: dict[str, Any]) -> bool:
+        frames = [int(f, 16) for f in entry.get("stack", [])]
+        return any(lo <= f < hi for f in frames for lo, hi in ranges)
+
+    for key in ("log", "irp_log"):
+        kept = [e for e in doc.get(key) or [] if through(e)]
+        doc[f"{key}_total"] = len(kept)
+        doc[key] = kept if rows is None else kept[:rows]
+    doc["logs_driver"] = driver
+
+
 def cmd_verifier(args: argparse.Namespace) -> int:
     with _open(args) as dump:
-        v = dump.verifier(driver=args.driver, address=args.address, rows=args.rows)
+        rows = None if args.driver else args.rows
+        v = dump.verifier(driver=args.driver, address=args.address, rows=rows)
+        if args.driver:
+            _only_driver(v.document, dump, args.driver, args.rows)
     if args.json:
         print(json.dumps(v.document, indent=2))
     else:
@@ -374,7 +396,11 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verifier", help="Driver Verifier data, like !verifier 3 / 80 / 100")
     _dump_args(p)
-    p.add_argument("--driver", help="only this verified driver, e.g. myfault.sys")
+    p.add_argument(
+        "--driver",
+        help="only this verified driver, e.g. myfault.sys: its tracked allocations, and the "
+        "pool-log and IRP-log entries whose stack passes through it",
+    )
     p.add_argument(
         "--address",
         type=parse_address,

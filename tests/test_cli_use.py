@@ -219,3 +219,13 @@ def test_verifier_driver_filters_every_section(forged, capsys):
     code, out, _ = _main(argv, capsys)
     limited = json.loads(out)
     assert len(limited["log"]) == 2 and limited["log_total"] == doc["log_total"]
+
+
+def test_bugcheck_name_argument_shows_its_string(forged, capsys):
+    path = str(forged("win7sp1-verifier")[0])
+    code, out, _ = _main(["info", path, "--json"], capsys)
+    bc = json.loads(out)["bugcheck"]
+    assert bc["code"] == "0xc4" and bc["params"][0] == "0x62"
+    assert bc["strings"] == [None, "myfault.sys", None, None]
+    code, out, _ = _main(["info", path], capsys)
+    assert code == 0 and 'name of the driver: "myfault.sys"' in out

@@ -45,8 +45,12 @@ def info(report: dict[str, Any], console: Console) -> None:
         ("OS build", f"{report['build']} ({report['machine']}){lab}"),
         ("Bugcheck", f"{bc['code']} {bc['name'] or '(unknown code)'}"),
     ]
-    for i, (p, meaning) in enumerate(zip(bc["params"], bc["meanings"], strict=True), 1):
-        rows.append((f"  Arg{i}", f"{p:<20} {meaning}"))
+    strings = bc.get("strings") or [None] * len(bc["params"])
+    for i, (p, meaning, text) in enumerate(
+        zip(bc["params"], bc["meanings"], strings, strict=True), 1
+    ):
+        shown = f'{meaning}: "{text}"' if text is not None else meaning
+        rows.append((f"  Arg{i}", f"{p:<20} {shown}"))
     pages = report["physical_pages"]
     kdbg = report["kdbg"]
     rows += [

@@ -229,6 +229,7 @@ def test_info_json_prints_exactly_what_the_forge_wrote(forged, scenario):
         "name": "DRIVER_IRQL_NOT_LESS_OR_EQUAL",
         "params": [f"0x{p:x}" for p in th["BugCheckCodeParameters"]],
         "meanings": info["bugcheck"]["meanings"],
+        "strings": [None, None, None, None],
     }
     assert info["bugcheck"]["meanings"][1] == "IRQL at time of reference"
     assert info["system_time"] == t["system_time_iso"]

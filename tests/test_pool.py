@@ -226,7 +226,14 @@ def test_scan_pool_filters_by_tag_and_finds_no_phantom_tags(win7):
     truth_tags = {(r["tag"], r["pool"]) for r in t["pool"]["scan"]["tags"]}
     with poolscope.open(path) as dump:
         res = dump.scan_pool(tags=["Thre"], blocks=True)
-    assert {(r["tag"], r["pool"]) for r in res.summary["tags"]} == truth_tags
+        every = dump.scan_pool()
+    assert {(r["tag"], r["pool"]) for r in every.summary["tags"]} == truth_tags
+    # the summaries are filtered like the blocks; the page counts are the whole scan's
+    assert {(r["tag"], r["pool"]) for r in res.summary["tags"]} == {
+        (tag, pool) for tag, pool in truth_tags if tag == "Thre"
+    }
+    assert res.summary["tags_filter"] == ["Thre"]
+    assert res.summary["pages_scanned"] == every.summary["pages_scanned"]
     assert res.blocks is not None and len(res.blocks) > 0
     assert {b["tag"] for b in res.blocks.rows()} == {"Thre"}
     assert len(res.blocks) == sum(1 for b in t["pool"]["blocks"] if b["tag"] == "Thre")

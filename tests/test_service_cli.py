@@ -129,6 +129,13 @@ def test_submit_jobs_report_aggregate_commands(tmp_path, forged):
         assert {j["state"] for j in jobs} == {"succeeded"} and jobs[0]["labels"] == {"k": "v"}
         r = _run("jobs", env=env)
         assert r.returncode == 0 and jobs[0]["id"] in r.stdout
+        # piped, each job is one full line: id, state and file name uncut
+        for j in jobs:
+            assert any(
+                j["id"] in ln and "succeeded" in ln and j["file_name"] in ln
+                for ln in r.stdout.splitlines()
+            ), r.stdout
+        assert "…" not in r.stdout
         r = _run("report", jobs[0]["id"], "--json", env=env)
         assert r.returncode == 0 and json.loads(r.stdout)["dump"]["uptime_s"] == 9002.0
         r = _run("report", jobs[0]["id"], env=env)

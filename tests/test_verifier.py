@@ -228,7 +228,7 @@ def test_blog_finding_names_driver_tag_bytes_and_site(verified):
     assert f.evidence["allocations"] == myfault["current_nonpaged_allocs"] == 10
     assert f.evidence["bytes"] == myfault["current_nonpaged_bytes"]
     assert "myfault.sys" in f.summary and "Leak" in f.summary
-    assert str(myfault["current_nonpaged_bytes"]) in f.summary
+    assert f"{myfault['current_nonpaged_bytes']:,}" in f.summary
     assert "myfault+0x1634" in f.summary
     apc = [f for f in rep.findings if f.kind == "apc_disabled_io"]
     assert apc and apc[0].evidence["module"]

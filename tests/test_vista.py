@@ -141,7 +141,7 @@ def test_blog_finding_names_myfault_leak_bytes_and_site(verified):
     assert f.evidence["allocations"] == 10
     assert f.evidence["bytes"] == myfault["current_nonpaged_bytes"]
     assert "myfault.sys" in f.summary and "Leak" in f.summary
-    assert str(myfault["current_nonpaged_bytes"]) in f.summary
+    assert f"{myfault['current_nonpaged_bytes']:,}" in f.summary
     assert "myfault+0x1634" in f.summary
 
 

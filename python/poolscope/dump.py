@@ -267,9 +267,16 @@ class Dump(_native.Dump):
         return list(json.loads(self.poolused_json(sort, top, session))["rows"])
 
     def scan_pool(self, tags: list[str] | None = None, blocks: bool = False) -> PoolScanResult:
-        """Scan every present page for pool blocks. Summaries per (tag, pool) always; the blocks
+        """Scan every present page for pool blocks. Summaries per (tag, pool) always (of
+        ``tags`` when given: ``summary["tags"]`` then holds only theirs, and
+        ``summary["tags_filter"]`` names them; the page counts are the whole scan's); the blocks
         themselves (of ``tags``, or all) as columns when ``blocks`` is true."""
         summary, cols = self.scan_pool_raw(tags, blocks)
+        doc = json.loads(summary)
+        if tags is not None:
+            wanted = {t.rstrip() for t in tags}
+            doc["tags"] = [t for t in doc.get("tags", []) if t["tag"].rstrip() in wanted]
+            doc["tags_filter"] = list(tags)
         pb = None
         if cols is not None:
             pb = PoolBlocks(
@@ -281,7 +288,7 @@ class Dump(_native.Dump):
                 pool=cols["pool"],
                 allocated=cols["allocated"],
             )
-        return PoolScanResult(json.loads(summary), pb)
+        return PoolScanResult(doc, pb)
 
     def big_pool(self) -> list[dict[str, Any]]:
         """Big-pool table entries with a tag: ``{va, tag, bytes, pool, free}``."""

@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+#: The width of output that is not a terminal (a pipe, a file, a log): wide enough that no
+#: table is cut and no line is wrapped; a table is only as wide as its content.
+UNBOUNDED_WIDTH = 100_000
+
+width: int | None = None
+"""``--width``: the columns of every console made here; None: the terminal's, or unbounded when
+the output is not a terminal."""
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich would exit(1); the command exits quietly as the shell expects (see cli.main).
+        raise BrokenPipeError
+
+
+def console(stderr: bool = False) -> Console:
+    """A console for human output: the terminal's width on a terminal (tables cut only where
+    the terminal is too narrow); full width, never wrapped, when written to a pipe or a file."""
+    c = _Console(stderr=stderr, width=width)
+    if width is None and not c.is_terminal and not os.environ.get("COLUMNS"):
+        c = _Console(stderr=stderr, width=UNBOUNDED_WIDTH)
+    return c
 
 
 def info(report: dict[str, Any], console: Console) -> None:
@@ -21,8 +45,12 @@ def info(report: dict[str, Any], console: Console) -> None:
         ("OS build", f"{report['build']} ({report['machine']}){lab}"),
         ("Bugcheck", f"{bc['code']} {bc['name'] or '(unknown code)'}"),
     ]
-    for i, (p, meaning) in enumerate(zip(bc["params"], bc["meanings"], strict=True), 1):
-        rows.append((f"  Arg{i}", f"{p:<20} {meaning}"))
+    strings = bc.get("strings") or [None] * len(bc["params"])
+    for i, (p, meaning, text) in enumerate(
+        zip(bc["params"], bc["meanings"], strings, strict=True), 1
+    ):
+        shown = f'{meaning}: "{text}"' if text is not None else meaning
+        rows.append((f"  Arg{i}", f"{p:<20} {shown}"))
     pages = report["physical_pages"]
     kdbg = report["kdbg"]
     rows += [
@@ -62,7 +90,7 @@ def _duration(seconds: float) -> str:
 
 
 def modules(mods: list[dict[str, Any]], console: Console) -> None:
-    t = Table("Base", "End", "Name", "Path")
+    t = Table("Base", "End", "Name", "Path", title="Loaded modules")
     for m in mods:
         t.add_row(m["base"], m["end"], m["name"], m["path"])
     console.print(t)
@@ -73,13 +101,24 @@ def _kb(n: int) -> str:
 
 
 def poolused(
-    rows: list[dict[str, Any]], console: Console, sort: str = "nonpaged", session: bool = False
+    rows: list[dict[str, Any]],
+    console: Console,
+    sort: str = "nonpaged",
+    session: bool = False,
+    all_rows: list[dict[str, Any]] | None = None,
 ) -> None:
+    """``rows``: the rows shown; ``all_rows``: every row (``--top`` shows the first ones), which
+    the TOTAL line sums."""
+    every = rows if all_rows is None else all_rows
+    hidden = len(every) - len(rows)
     by = {"nonpaged": "NonPaged Pool Consumed", "paged": "Paged Pool Consumed"}.get(sort, "Allocs")
+    title = "Session pool tags (!poolused 8)" if session else "Pool tags (!poolused)"
     if session:
         console.print(" Session pool (the session of the dump's current address space)")
     console.print(f" Sorting by {by}\n")
-    t = Table("Tag", "NP Allocs", "NP Used", "P Allocs", "P Used", "Description", box=None)
+    t = Table(
+        "Tag", "NP Allocs", "NP Used", "P Allocs", "P Used", "Description", box=None, title=title
+    )
     for r in rows:
         t.add_row(
             r["tag"],
@@ -89,13 +128,15 @@ def poolused(
             _kb(r["paged_bytes"]),
             r.get("description", ""),
         )
+    if hidden > 0:
+        t.add_row(f"... {hidden:,} more tags", "", "", "", "", "", style="dim")
     t.add_row(
         "TOTAL",
-        _kb(sum(r["nonpaged_in_use"] for r in rows)),
-        _kb(sum(r["nonpaged_bytes"] for r in rows)),
-        _kb(sum(r["paged_in_use"] for r in rows)),
-        _kb(sum(r["paged_bytes"] for r in rows)),
-        "",
+        _kb(sum(r["nonpaged_in_use"] for r in every)),
+        _kb(sum(r["nonpaged_bytes"] for r in every)),
+        _kb(sum(r["paged_in_use"] for r in every)),
+        _kb(sum(r["paged_bytes"] for r in every)),
+        f"all {len(every):,} tags" if hidden > 0 else "",
         style="bold",
     )
     console.print(t)
@@ -142,9 +183,9 @@ def scan(rep: Any, console: Console, top: int = 10) -> None:
         if m["excessive_paged"]:
             console.print("[bold red]********** Excessive Paged Pool Usage *****[/]")
     if rep.poolused:
-        poolused(rep.poolused[:top], console)
+        poolused(rep.poolused[:top], console, all_rows=rep.poolused)
     if rep.poolused_session:
-        poolused(rep.poolused_session[:top], console, session=True)
+        poolused(rep.poolused_session[:top], console, session=True, all_rows=rep.poolused_session)
     if rep.pool_scan:
         s = rep.pool_scan
         console.print(
@@ -188,7 +229,16 @@ def verifier(doc: dict[str, Any], console: Console, address: int | None = None) 
     for k, v in st.items():
         t.add_row(k, f"0x{v:x}")
     console.print(t)
-    t = Table("Driver", "State", "NP allocs", "NP bytes", "P allocs", "P bytes", box=None)
+    t = Table(
+        "Driver",
+        "State",
+        "NP allocs",
+        "NP bytes",
+        "P allocs",
+        "P bytes",
+        box=None,
+        title="Verified drivers (current allocations)",
+    )
     for d in doc.get("drivers", []):
         t.add_row(
             d["name"],
@@ -201,7 +251,15 @@ def verifier(doc: dict[str, Any], console: Console, address: int | None = None) 
     console.print(t)
     tracked = doc.get("tracked", [])
     if tracked:
-        t = Table("Driver", "PoolAddress", "SizeInBytes", "Tag", "CallersAddress", box=None)
+        t = Table(
+            "Driver",
+            "PoolAddress",
+            "SizeInBytes",
+            "Tag",
+            "CallersAddress",
+            box=None,
+            title="Tracked pool allocations (!verifier 3)",
+        )
         for e in tracked:
             caller = e["caller_symbol"] or e["caller"]
             t.add_row(e["driver"], e["va"], f"{e['bytes']:#x}", e["tag"], caller)
@@ -209,12 +267,17 @@ def verifier(doc: dict[str, Any], console: Console, address: int | None = None) 
     _more(doc, "tracked", "tracked allocations", console)
     where = f", searching for address {address:#x}" if address is not None else ""
     log = doc.get("log", [])
-    console.print(f"\nLog of recent kernel pool Allocate and Free operations{where}:")
+    console.print(
+        f"\n[bold]Log of recent kernel pool Allocate and Free operations (!verifier 80){where}:[/]"
+    )
     for e in log:
         console.print(f"Pool block {e['va']}, Size {e['bytes']:#x}, Thread {e['thread']}")
         _stack(e.get("stack_symbols", []), console)
     _more(doc, "log", "log entries", console)
-    for e in doc.get("irp_log", []):
+    irps = doc.get("irp_log", [])
+    if irps or doc.get("irp_log_total"):
+        console.print("\n[bold]IRP log (!verifier 100):[/]")
+    for e in irps:
         console.print(
             f"IRP {e['irp']}, Thread {e['thread']}, IRQL {e['irql']:#x}, "
             f"KernelApcDisable {e['kernel_apc_disable']:#x}, "

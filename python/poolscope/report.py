@@ -42,6 +42,30 @@ def truncated_json(dump: Dump) -> dict[str, Any] | None:
     }
 
 
+def _unicode_string(dump: Dump, va: int) -> str | None:
+    """The text of the UNICODE_STRING at ``va`` (Length, MaximumLength, Buffer), or None when
+    it is not present or not plausible."""
+    try:
+        raw = bytes(dump.read_virtual(va, 16))
+        length, maximum = int.from_bytes(raw[0:2], "little"), int.from_bytes(raw[2:4], "little")
+        buffer = int.from_bytes(raw[8:16], "little")
+        if not 0 < length <= maximum or length % 2 or length > 1024:
+            return None
+        text = bytes(dump.read_virtual(buffer, length)).decode("utf-16-le")
+    except Exception:  # noqa: BLE001 - a parameter that is not a string is simply not shown
+        return None
+    return text if text.isprintable() else None
+
+
+def _bugcheck_strings(dump: Dump, params: list[int], meanings: list[str]) -> list[str | None]:
+    """For each parameter the documentation calls a name (a UNICODE_STRING pointer, e.g. 0xC4
+    / 0x62's driver name), the string it points at; None for the others."""
+    return [
+        _unicode_string(dump, p) if p and "name" in m.lower() else None
+        for p, m in zip(params, meanings, strict=False)
+    ]
+
+
 def info(dump: Dump) -> dict[str, Any]:
     """What ``poolscope info --json`` prints.
 
@@ -68,6 +92,7 @@ def info(dump: Dump) -> dict[str, Any]:
             "name": h.bugcheck.name,
             "params": [hex_(p) for p in h.bugcheck.params],
             "meanings": h.bugcheck.meanings,
+            "strings": _bugcheck_strings(dump, h.bugcheck.params, h.bugcheck.meanings),
         },
         "system_time": iso_time(h.system_time_unix),
         "uptime_s": round(h.uptime_s, 3),

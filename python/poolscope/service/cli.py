@@ -9,31 +9,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
-import signal
-import socket
 import sys
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from poolscope.argtypes import count, parse_size, positive_int, seconds
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["DEFAULT_SERVER", "add_commands", "parse_label", "parse_size", "parse_when"]
 
 DEFAULT_SERVER = "127.0.0.1:50051"
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
-def parse_size(text: str) -> int:
-    """``123``, ``64K``, ``512M``, ``64G``, ``1T`` (binary units) → bytes."""
-    m = _SIZE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 64G)")
-    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
-    return int(float(m.group(1)) * scale)
+def _console(stderr: bool = False) -> Console:
+    from poolscope import render
+
+    return render.console(stderr=stderr)
 
 
 def parse_when(text: str) -> float:
@@ -132,6 +130,8 @@ def _state(state: int) -> str:
 @_rpc_errors
 def cmd_submit(args: argparse.Namespace) -> int:
     """Upload dumps, then (unless --no-wait) wait for their reports."""
+    import socket
+
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -141,7 +141,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         TransferSpeedColumn,
     )
 
-    console = Console(stderr=True)
+    console = _console(stderr=True)
+    host_id = args.host_id if args.host_id is not None else socket.gethostname()
     jobs = []
     with _client(args) as client:
         with Progress(
@@ -158,7 +159,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 task = progress.add_task(f"upload {path.name}", total=path.stat().st_size)
                 resp = client.upload(
                     path,
-                    host_id=args.host_id,
+                    host_id=host_id,
                     labels=_labels(args),
                     compress=not args.no_compress,
                     level=args.level,
@@ -215,7 +216,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 print(json.dumps(doc))
             else:
                 console.print(f"[bold]{path.name}[/bold]: job {job.id}")
-                render.scan(Report.from_dict(doc), Console(), top=args.top)
+                render.scan(Report.from_dict(doc), _console(), top=args.top)
     return 1 if failed else 0
 
 
@@ -243,7 +244,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         for job in jobs:
             print(json.dumps(_job_row(job)))
         return 0
-    t = Table()
+    t = Table(title=f"jobs of {args.server}")
     for col in ("job", "state", "%", "file", "host", "size", "created (UTC)", "error"):
         t.add_column(
             col,
@@ -260,9 +261,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             j.host_id,
             human_bytes(j.size_bytes),
             created,
-            j.error[:60],
+            j.error,
         )
-    Console().print(t)
+    _console().print(t)
     return 0
 
 
@@ -277,7 +278,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        render.scan(Report.from_dict(doc), Console(), top=args.top)
+        render.scan(Report.from_dict(doc), _console(), top=args.top)
     return 0
 
 
@@ -308,7 +309,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        aggregate.render(doc, Console(), title=f"aggregate of {args.server}")
+        aggregate.render(doc, _console(), title=f"aggregate of {args.server}")
     return 0
 
 
@@ -327,11 +328,14 @@ def _symbol_args(p: argparse.ArgumentParser) -> None:
         "age (default: $_NT_SYMBOL_PATH); a dump whose PDB cannot be had is scanned on its "
         "profile and its report says why",
     )
-    p.add_argument("--symbol-timeout", type=float, default=30.0, help="seconds per PDB download")
+    p.add_argument("--symbol-timeout", type=seconds, default=30.0, help="seconds per PDB download")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the scan service until SIGINT/SIGTERM."""
+    import logging
+    import signal
+
     from poolscope.service.server import ConfigError, PoolscopeServer, ServerConfig
 
     logging.basicConfig(
@@ -423,7 +427,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     from poolscope.service import aggregate, batch
 
-    console = Console(stderr=True)
+    console = _console(stderr=True)
     out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
     write_lock = threading.Lock()
 
@@ -485,11 +489,11 @@ def add_commands(sub: Any) -> None:
     _symbol_args(p)
     p.add_argument("--address", default=DEFAULT_SERVER, help="HOST:PORT (default %(default)s)")
     p.add_argument("--data-dir", default="poolscope-data", help="jobs, reports and the spool")
-    p.add_argument("--workers", type=int, help="scans at once (default: cores)")
+    p.add_argument("--workers", type=positive_int, help="scans at once (default: cores)")
     p.add_argument(
-        "--max-queue", type=int, default=1000, help="queued jobs before RESOURCE_EXHAUSTED"
+        "--max-queue", type=positive_int, default=1000, help="queued jobs before RESOURCE_EXHAUSTED"
     )
-    p.add_argument("--job-timeout", type=float, default=3600.0, help="seconds per scan")
+    p.add_argument("--job-timeout", type=seconds, default=3600.0, help="seconds per scan")
     p.add_argument(
         "--token", default=os.environ.get("POOLSCOPE_TOKEN"), help="require this bearer token"
     )
@@ -526,28 +530,31 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument(
         "--rpc-threads",
-        type=int,
+        type=positive_int,
         default=64,
         help="threads for the calls served on threads (uploads, WatchJob and health hold none)",
     )
     p.add_argument(
-        "--max-uploads", type=int, default=64, help="uploads in progress at once (default 64)"
+        "--max-uploads",
+        type=positive_int,
+        default=64,
+        help="uploads in progress at once (default 64)",
     )
     p.add_argument(
         "--max-uploads-per-peer",
-        type=int,
+        type=positive_int,
         default=32,
         help="uploads in progress at once from one client address (default 32)",
     )
     p.add_argument(
         "--upload-idle-timeout",
-        type=float,
+        type=seconds,
         default=60.0,
         help="drop an upload that sends nothing for this many seconds (default 60)",
     )
     p.add_argument(
         "--upload-timeout",
-        type=float,
+        type=seconds,
         default=3600.0,
         help="drop an upload not finished this many seconds after it began (default 3600)",
     )
@@ -557,23 +564,34 @@ def add_commands(sub: Any) -> None:
         default=256 << 20,
         help="refuse uploads while the data dir has less free space (default 256M)",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log record written to stderr (default info)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("submit", help="upload dumps to a poolscope server and wait for reports")
     p.add_argument("dumps", nargs="+", metavar="DUMP", help=".dmp or .dmp.zst")
     _client_args(p)
-    p.add_argument("--host-id", default=socket.gethostname(), help="default: this host's name")
-    p.add_argument("--label", action="append", type=parse_label, metavar="KEY=VALUE")
+    p.add_argument("--host-id", help="the dump's host (default: this host's name)")
+    p.add_argument(
+        "--label",
+        action="append",
+        type=parse_label,
+        metavar="KEY=VALUE",
+        help="a label (repeatable)",
+    )
     p.add_argument("--priority", type=int, default=0, help="higher runs first")
-    p.add_argument("--timeout", type=float, help="scan timeout in seconds (at most the server's)")
+    p.add_argument("--timeout", type=seconds, help="scan timeout in seconds (at most the server's)")
     p.add_argument("--no-compress", action="store_true", help="send plain bytes (default zstd)")
     p.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
     p.add_argument("--verify", action="store_true", help="hash while sending; check the server's")
     p.add_argument("--no-wait", action="store_true", help="print the job ids and exit")
-    p.add_argument("--wait-timeout", type=float, help="give up waiting after this many seconds")
+    p.add_argument("--wait-timeout", type=seconds, help="give up waiting after this many seconds")
     p.add_argument("--json", action="store_true", help="print each report as one JSON line")
-    p.add_argument("--top", type=int, default=10, help="rows per table")
+    p.add_argument("--top", type=count, default=10, help="rows per table")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("jobs", help="list a poolscope server's jobs")
@@ -582,20 +600,27 @@ def add_commands(sub: Any) -> None:
         "--state",
         action="append",
         choices=["queued", "running", "succeeded", "failed", "cancelled"],
+        help="only jobs in this state (repeatable)",
     )
     p.add_argument("--host", help="only this host id")
-    p.add_argument("--label", action="append", type=parse_label, metavar="KEY=VALUE")
+    p.add_argument(
+        "--label",
+        action="append",
+        type=parse_label,
+        metavar="KEY=VALUE",
+        help="a label (repeatable)",
+    )
     p.add_argument("--since", type=parse_when, help="created at or after (ISO time or age: 12h)")
     p.add_argument("--until", type=parse_when, help="created before")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=count, default=50, help="at most this many jobs (default 50)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("report", help="the report of a finished job")
-    p.add_argument("job")
+    p.add_argument("job", help="the job's id (submit and jobs print it)")
     _client_args(p)
     p.add_argument("--json", action="store_true", help="the stable JSON document")
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=count, default=10, help="rows per table (default 10)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("cancel", help="cancel queued or running jobs")
@@ -606,14 +631,23 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("aggregate", help="tags, drivers, bug checks and trends across jobs")
     _client_args(p)
     p.add_argument("--host", help="only this host id")
-    p.add_argument("--label", action="append", type=parse_label, metavar="KEY=VALUE")
+    p.add_argument(
+        "--label",
+        action="append",
+        type=parse_label,
+        metavar="KEY=VALUE",
+        help="a label (repeatable)",
+    )
     p.add_argument("--since", type=parse_when, help="jobs created at or after")
     p.add_argument("--until", type=parse_when, help="jobs created before")
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=count, default=10, help="rows per table (default 10)")
     p.add_argument(
-        "--min-growth", type=parse_size, default=0, help="smallest growth reported as a trend"
+        "--min-growth",
+        type=parse_size,
+        default=0,
+        help="smallest growth reported as a trend (bytes, or K/M/G/T)",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the aggregate as JSON")
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser(
@@ -623,12 +657,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "paths", nargs="+", metavar="PATH", help="directories, .tar, .tar.zst, .zip, .dmp, .dmp.zst"
     )
-    p.add_argument("--workers", type=int, help="scans at once (default: cores)")
+    p.add_argument("--workers", type=positive_int, help="scans at once (default: cores)")
     p.add_argument("--dask", metavar="ADDRESS", help="a Dask scheduler, or 'local'")
     p.add_argument("-o", "--output", help="write the JSON lines here (default: stdout)")
     p.add_argument("--summary-json", metavar="FILE", help="also write the aggregate as JSON")
-    p.add_argument("--top", type=int, default=10, help="rows per summary table")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per scan")
+    p.add_argument("--top", type=count, default=10, help="rows per summary table")
+    p.add_argument("--timeout", type=seconds, default=3600.0, help="seconds per scan")
     p.add_argument(
         "--host-from",
         choices=["dir", "none"],

@@ -51,6 +51,19 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
 }
 
+/// A count with thousands separators, as the tables print it: 615,424,000.
+fn grouped(n: impl Into<u128>) -> String {
+    let digits = n.into().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 pub fn memory(vm: &MemorySummary) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut pool = |kind, name: &str, used: Option<u64>, max: Option<u64>| {
@@ -95,10 +108,10 @@ pub fn truncated(c: &crate::container::Truncation) -> Finding {
         severity: Severity::Low,
         summary: format!(
             "the dump file is truncated ({} of {} bytes): {} of {} pages ({:.0}%) are missing; every figure below rests on the {} pages present",
-            c.actual_size,
-            c.expected_size,
-            c.pages_missing,
-            c.pages_expected,
+            grouped(c.actual_size),
+            grouped(c.expected_size),
+            grouped(c.pages_missing),
+            grouped(c.pages_expected),
             share * 100.0,
             c.pages_expected - c.pages_missing
         ),
@@ -200,10 +213,12 @@ pub fn dominant(
                 kind: "dominant_tag",
                 severity: if excessive { Severity::High } else { Severity::Medium },
                 summary: format!(
-                    "tag {} holds {:.0}% of {pool} pool {}: {in_use} allocations, {bytes} bytes ({})",
+                    "tag {} holds {:.0}% of {pool} pool {}: {} allocations, {} bytes ({})",
                     tag::to_string(tg),
                     share * 100.0,
                     source.what(),
+                    grouped(in_use),
+                    grouped(bytes),
                     mib(bytes)
                 ),
                 evidence: json!({"tag": tag::to_string(tg), "pool": pool, "bytes": bytes, "allocations": in_use,
@@ -304,10 +319,10 @@ pub fn implausible_tracker(
                     .max(if pool == "nonpaged" { 0 } else { phys }),
                 format!(
                     "the {pool} pool's maximum of {} bytes",
-                    m.saturating_mul(0x1000)
+                    grouped(m.saturating_mul(0x1000))
                 ),
             ),
-            None if phys > 0 => (phys, format!("physical memory ({phys} bytes)")),
+            None if phys > 0 => (phys, format!("physical memory ({} bytes)", grouped(phys))),
             None => continue,
         };
         let sum: u128 = rows
@@ -319,7 +334,8 @@ pub fn implausible_tracker(
             .sum();
         if sum > u128::from(ceiling) {
             return Some(format!(
-                "its tags hold {sum} bytes of {pool} pool, more than {what}: the table is not what it claims"
+                "its tags hold {} bytes of {pool} pool, more than {what}: the table is not what it claims",
+                grouped(sum)
             ));
         }
     }
@@ -385,8 +401,9 @@ pub fn bigpool_share(
         kind: "bigpool_dominates_tag",
         severity: Severity::Medium,
         summary: format!(
-            "{} big-pool allocations hold {bytes} bytes ({}) of tag {}, {:.0}% of its tracked bytes",
-            live.len(),
+            "{} big-pool allocations hold {} bytes ({}) of tag {}, {:.0}% of its tracked bytes",
+            grouped(live.len() as u64),
+            grouped(bytes),
             mib(bytes),
             tag::to_string(tg),
             100.0 * bytes as f64 / tracked_bytes as f64
@@ -563,27 +580,34 @@ pub fn verifier_leaks(v: &Verifier, modules: &Modules) -> Vec<Finding> {
             format!(" (stack: {})", frames.join(", "))
         };
         out.push(Finding {
-                kind: "verifier_leak",
-                severity: Severity::Medium,
-                summary: format!(
-                    "{} holds {n} {what}, {bytes} bytes, from {} call sites; top site {}{stack_part}; tag {}",
-                    d.name,
-                    sites.len(),
-                    sym(modules, top.caller),
-                    tag_names.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
-                ),
-                evidence: json!({
-                    "driver": d.name, "pool": pool_name(p), "allocations": n, "bytes": bytes,
-                    "sites": sites.len(), "tags": tag_names,
-                    "top_site": {
-                        "caller": hex(top.caller), "caller_symbol": modules.symbolize(top.caller),
-                        "stack": top.stack.iter().map(|&f| hex(f)).collect::<Vec<_>>(),
-                        "stack_symbols": top.stack.iter().map(|&f| sym(modules, f)).collect::<Vec<_>>(),
-                        "outstanding_bytes": top.outstanding_bytes,
-                        "outstanding_allocs": top.outstanding_allocs,
-                    },
-                }),
-            });
+            kind: "verifier_leak",
+            severity: Severity::Medium,
+            summary: format!(
+                "{} holds {} {what}, {} bytes, from {} call sites; top site {}{stack_part}; tag {}",
+                d.name,
+                grouped(n as u64),
+                grouped(bytes),
+                sites.len(),
+                sym(modules, top.caller),
+                tag_names
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            evidence: json!({
+                "driver": d.name, "pool": pool_name(p), "allocations": n, "bytes": bytes,
+                "sites": sites.len(), "tags": tag_names,
+                "top_site": {
+                    "caller": hex(top.caller), "caller_symbol": modules.symbolize(top.caller),
+                    "stack": top.stack.iter().map(|&f| hex(f)).collect::<Vec<_>>(),
+                    "stack_symbols": top.stack.iter().map(|&f| sym(modules, f)).collect::<Vec<_>>(),
+                    "outstanding_bytes": top.outstanding_bytes,
+                    "outstanding_allocs": top.outstanding_allocs,
+                },
+            }),
+        });
     }
     out
 }

@@ -74,6 +74,13 @@ def _client(args: argparse.Namespace) -> Any:
     )
 
 
+def _label_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--label", action="append", type=parse_label, metavar="KEY=VALUE",
+        help="a label (repeatable)",
+    )  # fmt: skip
+
+
 def _client_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("server")
     g.add_argument(
@@ -576,13 +583,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("dumps", nargs="+", metavar="DUMP", help=".dmp or .dmp.zst")
     _client_args(p)
     p.add_argument("--host-id", help="the dump's host (default: this host's name)")
-    p.add_argument(
-        "--label",
-        action="append",
-        type=parse_label,
-        metavar="KEY=VALUE",
-        help="a label (repeatable)",
-    )
+    _label_arg(p)
     p.add_argument("--priority", type=int, default=0, help="higher runs first")
     p.add_argument("--timeout", type=seconds, help="scan timeout in seconds (at most the server's)")
     p.add_argument("--no-compress", action="store_true", help="send plain bytes (default zstd)")
@@ -603,13 +604,7 @@ def add_commands(sub: Any) -> None:
         help="only jobs in this state (repeatable)",
     )
     p.add_argument("--host", help="only this host id")
-    p.add_argument(
-        "--label",
-        action="append",
-        type=parse_label,
-        metavar="KEY=VALUE",
-        help="a label (repeatable)",
-    )
+    _label_arg(p)
     p.add_argument("--since", type=parse_when, help="created at or after (ISO time or age: 12h)")
     p.add_argument("--until", type=parse_when, help="created before")
     p.add_argument("--limit", type=count, default=50, help="at most this many jobs (default 50)")
@@ -631,13 +626,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("aggregate", help="tags, drivers, bug checks and trends across jobs")
     _client_args(p)
     p.add_argument("--host", help="only this host id")
-    p.add_argument(
-        "--label",
-        action="append",
-        type=parse_label,
-        metavar="KEY=VALUE",
-        help="a label (repeatable)",
-    )
+    _label_arg(p)
     p.add_argument("--since", type=parse_when, help="jobs created at or after")
     p.add_argument("--until", type=parse_when, help="jobs created before")
     p.add_argument("--top", type=count, default=10, help="rows per table (default 10)")

@@ -422,6 +422,35 @@ def hash_fd(fd: int, st: os.stat_result, store: Store, name: str) -> str:
     return sha
 
 
+def new_job(
+    request: Any,
+    source: str,
+    name: str,
+    sha: str,
+    size: int,
+    host: str,
+    labels: dict[str, str],
+    dump_path: str | None = None,
+    spooled: bool = False,
+) -> JobRecord:
+    """A queued job for a dump an upload's metadata or a SubmitPath request describes (both
+    carry timeout_seconds and priority)."""
+    return JobRecord(
+        id=new_job_id(),
+        state=QUEUED,
+        source=source,
+        file_name=name,
+        sha256=sha,
+        size_bytes=size,
+        timeout_s=request.timeout_seconds,
+        host_id=host,
+        labels=labels,
+        priority=request.priority,
+        dump_path=dump_path,
+        spooled=spooled,
+    )
+
+
 class ScanServicer(pb_grpc.ScanServiceServicer):
     def __init__(self, server: PoolscopeServer) -> None:
         self.srv = server
@@ -678,19 +707,7 @@ class ScanServicer(pb_grpc.ScanServiceServicer):
                 f"the dump's sha256 is {sha}, not the expected {expected}: the upload is "
                 "corrupt, incomplete or another file; nothing was kept"
             )
-        rec = JobRecord(
-            id=new_job_id(),
-            state=QUEUED,
-            source="upload",
-            file_name=name,
-            sha256=sha,
-            size_bytes=sink.size,
-            timeout_s=md.timeout_seconds,
-            host_id=host,
-            labels=labels,
-            priority=md.priority,
-            spooled=True,
-        )
+        rec = new_job(md, "upload", name, sha, sink.size, host, labels, spooled=True)
         # A dump already submitted joins its job (the upload's file is dropped);
         # otherwise the file is spooled for good, then the job queued.
         job, deduplicated = self.scheduler.submit(rec, dedup_only=True)
@@ -777,20 +794,7 @@ class ScanServicer(pb_grpc.ScanServiceServicer):
                 sha = hash_fd(fd, st, self.store, name)
             finally:
                 self.srv.path_slots.release()
-            rec = JobRecord(
-                id=new_job_id(),
-                state=QUEUED,
-                source="path",
-                file_name=name,
-                sha256=sha,
-                size_bytes=st.st_size,
-                timeout_s=request.timeout_seconds,
-                host_id=host,
-                labels=labels,
-                priority=request.priority,
-                dump_path=name,
-                spooled=False,
-            )
+            rec = new_job(request, "path", name, sha, st.st_size, host, labels, dump_path=name)
             try:
                 with self.scheduler.reservation():
                     # the scan reads this descriptor, kept with the job as it is queued

@@ -306,14 +306,19 @@ def _denying(handler: grpc.RpcMethodHandler | None, message: str) -> grpc.RpcMet
 # ---------------------------------------------------------------------------------- service
 
 
+def _retry_after(context: Any, retry_after_s: float | None) -> None:
+    """The client's retry hint: trailing metadata ``retry-after-ms``."""
+    if retry_after_s is not None:
+        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(int(retry_after_s * 1000))),))
+
+
 def _abort(
     context: grpc.ServicerContext,
     code: grpc.StatusCode,
     message: str,
     retry_after_s: float | None = None,
 ) -> NoReturn:
-    if retry_after_s is not None:
-        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(int(retry_after_s * 1000))),))
+    _retry_after(context, retry_after_s)
     context.abort(code, message)
     raise AssertionError("unreachable")
 
@@ -325,8 +330,7 @@ async def _aabort(
     retry_after_s: float | None = None,
 ) -> NoReturn:
     """``_abort`` for the handlers that run on the event loop."""
-    if retry_after_s is not None:
-        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(int(retry_after_s * 1000))),))
+    _retry_after(context, retry_after_s)
     await context.abort(code, message)
     raise AssertionError("unreachable")
 
